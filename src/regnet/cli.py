@@ -1,0 +1,145 @@
+"""The ``regnet`` command line: a thin layer over the library. Heavy imports are lazy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from regnet.errors import RegNetError
+
+
+def _generate(args) -> int:
+    from regnet.config import load_config
+    from regnet.synthesis.generate import generate
+
+    summary = generate(args.images, args.out, load_config(args.config), seed=args.seed,
+                       workers=args.workers, moving_images=args.moving_images)
+    print(f"generate: {summary.pairs} pairs written, manifest {summary.manifest}; "
+          f"{len(summary.failed)} input(s) failed")
+    for line in summary.failed:
+        print(f"  failed: {line}")
+    return 1 if summary.failed else 0
+
+
+def _train(args) -> int:
+    from regnet.config import load_config
+    from regnet.training.trainer import train
+
+    result = train(args.data, args.out, load_config(args.config), steps=args.steps,
+                   resume=args.resume, device=args.device, seed=args.seed)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _register(args) -> int:
+    from regnet.inference.register import register_files
+
+    result = register_files(args.fixed, args.moving, args.out, model=args.model,
+                            fixed_mask=args.fixed_mask, device=args.device,
+                            report=not args.no_report)
+    print(json.dumps(result.summary, indent=1))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from regnet.evaluation.cli import evaluate_command
+
+    return evaluate_command(args)
+
+
+def _compare(args) -> int:
+    from regnet.evaluation.compare import compare_command
+
+    return compare_command(args)
+
+
+def _demo(args) -> int:
+    from regnet.demo import run_demo
+
+    run_demo(args.out, device=args.device, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="regnet", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="artificial training pairs from your scans")
+    p.add_argument("--images", nargs="+", required=True, help="fixed scans, one per case")
+    p.add_argument("--moving-images", nargs="+", help="optional moving scans (same order)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", help="YAML config (section 'synthesis'; lengths in voxels, mm)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("train", help="train a RegNet on generated pairs")
+    p.add_argument("--data", nargs="+", required=True, help="folders holding manifest.csv")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, TensorBoard)")
+    p.add_argument("--config", help="YAML config")
+    p.add_argument("--steps", type=int, help="total optimisation steps (overrides config)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("register", help="register a pair in one shot")
+    p.add_argument("--fixed", required=True)
+    p.add_argument("--moving", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", help="model name or checkpoint path (default: shipped model)")
+    p.add_argument("--fixed-mask", help="report Jacobian statistics inside this mask")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-report", action="store_true", help="skip report.png / report.html")
+    p.set_defaults(func=_register)
+
+    p = sub.add_parser("evaluate", help="endpoint error, TRE, Jacobian, Dice of a DVF")
+    p.add_argument("--dvf", required=True, help="DVF (ITK displacement field, mm)")
+    p.add_argument("--truth", help="true DVF on the same grid")
+    p.add_argument("--fixed-landmarks")
+    p.add_argument("--moving-landmarks")
+    p.add_argument("--landmark-spacing", nargs=3, type=float,
+                   help="voxel spacing (x y z, mm) for DIR-Lab 1-based voxel text files")
+    p.add_argument("--fixed-labels")
+    p.add_argument("--moving-labels")
+    p.add_argument("--mask", help="restrict EPE and Jacobian statistics to this mask")
+    p.add_argument("--json", help="also write the results here")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("compare", help="RegNet next to elastix B-spline on one pair")
+    p.add_argument("--fixed", required=True)
+    p.add_argument("--moving", required=True)
+    p.add_argument("--truth", help="true DVF, for endpoint error")
+    p.add_argument("--model")
+    p.add_argument("--out", default="compare_out")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser("demo", help="register a built-in CT-like pair with the default model")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except RegNetError as exc:
+        print(f"regnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"regnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Typed, frozen configuration: one dataclass per stage, with the seed's names and defaults.
+
+The YAML file a user passes to ``--config`` holds any of the sections ``synthesis``,
+``sampling``, ``network`` and ``training``; each key is a field below. Unknown keys and values
+out of range are rejected before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from regnet.errors import RegNetError, fail
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """Artificial DVFs and deformed images (seed README §2.3). Lengths in voxels, values in mm."""
+
+    Dim: str = "3D"  # '2D' or '3D'
+    DistanceDeform: int = 40  # min distance (max-norm, voxels) between blob peaks
+    DistanceArea: int = 20  # half-size (voxels) of the "deformed area" around a blob peak
+    sigmaNL: float = 1.0  # noise added to a Dsmooth ("next fixed") image
+    Border: int = 33  # no peak within Border voxels of a face
+    sigmaN: float = 5.0  # noise added after deformation
+    MaxDeform: tuple = (20.0, 15.0, 15.0)  # mm, per D (low, medium, high frequency)
+    sigmaB: tuple = (35.0, 25.0, 20.0)  # voxels, per D
+    Np: tuple = (100, 100, 100)  # number of random peaks, per D
+    Dsmooth: tuple = (0,)  # which "next fixed" variants to make; 0 = the image itself
+    DsmoothMaxDeform: float = 4.0  # mm, amplitude of the smooth field making a Dsmooth>0 image
+    spacing_mm: float = 1.0  # isotropic spacing that images are resampled to (seed: 1 mm)
+    deformMethod: tuple = (0, 1, 2)  # which D to generate
+
+    def validate(self, where="synthesis") -> None:
+        if self.Dim not in ("2D", "3D"):
+            raise fail(where, f"Dim must be '2D' or '3D', got {self.Dim!r}")
+        for name in ("MaxDeform", "sigmaB", "Np"):
+            if len(getattr(self, name)) != 3:
+                raise fail(where, f"{name} needs 3 values (one per D), got {getattr(self, name)}")
+        if min(self.sigmaB) <= 0 or min(self.Np) < 3 or self.spacing_mm <= 0:
+            raise fail(where, "sigmaB and spacing_mm must be > 0 and Np >= 3")
+        if any(d not in (0, 1, 2) for d in self.deformMethod) or min(self.Dsmooth) < 0:
+            raise fail(where, "deformMethod takes 0, 1, 2 and Dsmooth indices are >= 0")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Patch sampling (seed README §2.4). Radii in voxels, thresholds in mm."""
+
+    Resolution: str = "multi"  # 'single' or 'multi'
+    deformMethod: tuple = (0, 1, 2)
+    classBalanced: tuple = (1.5, 4.0, 8.0)
+    class_rule: str = "maxnorm"  # 'maxnorm' (ours) or 'seed'; see docs/training.md
+    K: int = 65  # margin: centres lie more than K voxels from every face
+    R: int = 14  # full-resolution radius: (2R+1) patch
+    Rlow: int = 26  # low-resolution radius, stride 2: (Rlow+1) patch
+    Ry: int = 0  # output radius (only 0 is supported by the seed's network)
+    numberOfImagesPerChunk: int = 5
+    samplesPerImage: int = 10000
+    valSamplesPerImage: int = 3000
+    normalization: str = "ct"  # 'ct': (HU+1000)/4095; 'robust': 1st..99th percentile -> 0..1
+
+    def validate(self, where="sampling") -> None:
+        if self.Resolution not in ("single", "multi"):
+            raise fail(where, f"Resolution must be 'single' or 'multi', got {self.Resolution!r}")
+        t = list(self.classBalanced)
+        if not t or any(b <= a for a, b in zip([0.0] + t, t, strict=False)):
+            raise fail(where, f"classBalanced thresholds must be > 0 and increasing, got {t}")
+        if self.class_rule not in ("maxnorm", "seed"):
+            raise fail(where, f"class_rule must be 'maxnorm' or 'seed', got {self.class_rule!r}")
+        if self.Ry != 0:
+            raise fail(where, "Ry must be 0: the seed's network regresses the centre voxel")
+        if self.R < 1 or self.Rlow < 2 or self.Rlow % 2:
+            raise fail(where, "R must be >= 1 and Rlow an even number >= 2")
+        reach = self.Rlow if self.Resolution == "multi" else self.R
+        if self.K < reach:
+            raise fail(where, f"K={self.K} must be at least the patch reach {reach} (Rlow or R)")
+        if self.numberOfImagesPerChunk < 1 or self.samplesPerImage < 1:
+            raise fail(where, "numberOfImagesPerChunk and samplesPerImage must be >= 1")
+        if self.normalization not in ("ct", "robust"):
+            raise fail(where, f"normalization must be 'ct' or 'robust', got {self.normalization!r}")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Which architecture (see ``regnet.network.registry``) and its width."""
+
+    name: str = "regnet_multi"
+    dim: int = 3
+    width: float = 1.0  # multiplies every layer's filter count (1.0 = the seed's Figure 1)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation and bookkeeping. The seed: Adam, lr 1e-3, batch 50, Huber loss."""
+
+    lr: float = 1e-3
+    batch_size: int = 50
+    steps: int = 10000
+    val_every: int = 1000
+    log_every: int = 25
+    checkpoint_every: int = 500
+    val_fraction: float = 0.2  # share of cases (patients) held out, at least one
+    val_cases: tuple = ()  # explicit validation cases; overrides val_fraction
+    augment_flips: bool = False
+    num_workers: int = 1
+
+    def validate(self, where="training") -> None:
+        if self.lr <= 0 or self.batch_size < 1 or self.steps < 0 or self.val_every < 1:
+            raise fail(where, "lr, batch_size and val_every must be positive, steps >= 0")
+        if not 0 < self.val_fraction < 1:
+            raise fail(where, f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; stored inside every checkpoint."""
+
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def validate(self, where="config") -> Config:
+        self.synthesis.validate(f"{where} [synthesis]")
+        self.sampling.validate(f"{where} [sampling]")
+        self.training.validate(f"{where} [training]")
+        if self.sampling.Resolution == "single" and self.network.name == "regnet_multi":
+            raise fail(where, "Resolution 'single' needs network name 'regnet_single'")
+        return self
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _section(cls, values: dict, where: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise fail(where, f"unknown key(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for key, value in values.items():
+        default = known[key].default
+        if isinstance(default, tuple) and isinstance(value, list | tuple):
+            value = tuple(value)
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif default is not None and not isinstance(value, type(default)):
+            raise fail(where, f"{key} must be {type(default).__name__}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict | None, where="config") -> Config:
+    """Build and validate a :class:`Config` from nested plain values (missing = seed default)."""
+    values = values or {}
+    if not isinstance(values, dict):
+        raise fail(where, "a config must be a mapping of sections")
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    unknown = sorted(set(values) - set(sections))
+    if unknown:
+        raise fail(where, f"unknown section(s) {unknown}; known: {sorted(sections)}")
+    classes = {"synthesis": SynthesisConfig, "sampling": SamplingConfig,
+               "network": NetworkConfig, "training": TrainingConfig}
+    parts = {name: _section(cls, values.get(name) or {}, f"{where} [{name}]")
+             for name, cls in classes.items()}
+    return Config(**parts).validate(where)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a YAML config with ``yaml.safe_load``; ``None`` gives the seed's defaults."""
+    if path is None:
+        return Config().validate()
+    path = Path(path)
+    if not path.is_file():
+        raise fail(path, "config file not found")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RegNetError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+    return config_from_dict(values, str(path))
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Warping and Jacobians of displacement fields."""

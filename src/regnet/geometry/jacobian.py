@@ -1,0 +1,34 @@
+"""Jacobian determinant of ``x -> x + u(x)``, the local volume change of a DVF."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def jacobian_determinant(dvf_mm: np.ndarray, spacing_mm_xyz) -> np.ndarray:
+    """``det(I + du/dx)`` per voxel, by central differences (one-sided at the borders).
+
+    dvf_mm: ``(D, H, W, 3)`` or ``(H, W, 2)``, grid frame (x, y, z components). The determinant
+    does not depend on the direction matrix, so the grid frame gives the physical answer.
+    Returns ``(D, H, W)`` / ``(H, W)`` float32.
+    """
+    n = dvf_mm.shape[-1]
+    spacing_zyx = np.asarray(spacing_mm_xyz, dtype=np.float64)[::-1]
+    jac = np.empty(dvf_mm.shape[:-1] + (n, n), dtype=np.float64)
+    for comp in range(n):  # comp: x, y, z component
+        grads_zyx = np.gradient(dvf_mm[..., comp].astype(np.float64), *spacing_zyx)
+        if n == 2:
+            grads_zyx = list(grads_zyx)
+        for axis_zyx, grad in enumerate(grads_zyx):
+            axis_xyz = n - 1 - axis_zyx
+            jac[..., comp, axis_xyz] = grad
+    jac += np.eye(n)
+    return np.linalg.det(jac).astype(np.float32)
+
+
+def jacobian_summary(det: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """min, max, mean, std of the determinant and the share of voxels with det <= 0."""
+    values = det[mask] if mask is not None else det.ravel()
+    return {"jac_min": float(values.min()), "jac_max": float(values.max()),
+            "jac_mean": float(values.mean()), "jac_std": float(values.std()),
+            "jac_nonpositive_fraction": float((values <= 0).mean())}

@@ -1,0 +1,1 @@
+"""Reading and writing images, displacement fields and landmarks."""

@@ -1,0 +1,79 @@
+"""The one boundary between in-memory DVFs and ITK displacement fields.
+
+In memory ``dvf_mm`` is ``(D, H, W, 3)`` (2D: ``(H, W, 2)``), components x, y(, z) in mm along
+the grid axes. An ITK displacement field holds physical-frame components:
+``u_phys = Direction @ u_grid``. Files keep the fixed grid's origin, spacing and direction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from regnet.errors import fail
+from regnet.io.images import write_image
+
+
+def _direction(reference: sitk.Image) -> np.ndarray:
+    n = reference.GetDimension()
+    return np.asarray(reference.GetDirection(), dtype=np.float64).reshape(n, n)
+
+
+def check_dvf_shape(dvf_mm: np.ndarray, reference: sitk.Image, where="dvf") -> None:
+    """Raise unless ``dvf_mm`` is ``reference``'s array shape plus a last axis of ``dim``."""
+    n = reference.GetDimension()
+    expected = tuple(reversed(reference.GetSize())) + (n,)
+    if dvf_mm.shape != expected:
+        raise fail(where, f"DVF shape {dvf_mm.shape} does not match the grid; expected {expected}")
+
+
+def dvf_to_itk(dvf_mm: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """Grid-frame ``dvf_mm`` on ``reference``'s grid -> ITK displacement field (float64)."""
+    check_dvf_shape(dvf_mm, reference)
+    phys = np.asarray(dvf_mm, dtype=np.float64) @ _direction(reference).T
+    image = sitk.GetImageFromArray(phys, isVector=True)
+    image.CopyInformation(reference)
+    return image
+
+
+def itk_to_dvf(field: sitk.Image, where="dvf") -> np.ndarray:
+    """ITK displacement field -> grid-frame ``dvf_mm`` float32 ``(D, H, W, 3)``."""
+    n = field.GetDimension()
+    if field.GetNumberOfComponentsPerPixel() != n:
+        raise fail(where, f"has {field.GetNumberOfComponentsPerPixel()} components per voxel; "
+                   f"a {n}D displacement field needs {n}")
+    phys = sitk.GetArrayFromImage(field).astype(np.float64)
+    return (phys @ _direction(field)).astype(np.float32)
+
+
+def read_dvf(path: str | Path) -> tuple[np.ndarray, sitk.Image]:
+    """Read a displacement field file; return ``(dvf_mm, grid)`` where grid is a scalar image
+    carrying the field's geometry."""
+    path = Path(path)
+    if not path.is_file():
+        raise fail(path, "file not found")
+    try:
+        field = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise fail(path, "cannot be read as a displacement field") from exc
+    dvf_mm = itk_to_dvf(field, path)
+    if not np.isfinite(dvf_mm).all():
+        raise fail(path, "contains NaN or infinite displacements")
+    grid = sitk.Image(field.GetSize(), sitk.sitkUInt8)
+    grid.CopyInformation(field)
+    return dvf_mm, grid
+
+
+def write_dvf(dvf_mm: np.ndarray, reference: sitk.Image, path: str | Path) -> Path:
+    """Write ``dvf_mm`` as a float32 ITK displacement field on ``reference``'s grid."""
+    field = sitk.Cast(dvf_to_itk(dvf_mm, reference),
+                      sitk.sitkVectorFloat32)
+    return write_image(field, path)
+
+
+def displacement_transform(dvf_mm: np.ndarray, reference: sitk.Image
+                           ) -> sitk.DisplacementFieldTransform:
+    """A ``sitk.DisplacementFieldTransform`` mapping fixed points x to x + u(x) (physical)."""
+    return sitk.DisplacementFieldTransform(dvf_to_itk(dvf_mm, reference))

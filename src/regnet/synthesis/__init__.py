@@ -1,0 +1,1 @@
+"""Artificial training pairs: the seed's random-peak DVFs (§2.3), deformed images, Dsmooth."""

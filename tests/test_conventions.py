@@ -1,0 +1,93 @@
+"""The geometry contract: DVF direction, frames, units and the ITK file format."""
+
+import numpy as np
+import SimpleITK as sitk
+from scipy.ndimage import map_coordinates
+
+from regnet.geometry.jacobian import jacobian_determinant
+from regnet.geometry.warp import warp_image
+from regnet.io.dvf import displacement_transform, read_dvf, write_dvf
+from tests.conftest import SPACING_XYZ
+
+
+def test_zero_dvf_leaves_image_unchanged(oblique_image):
+    dvf = np.zeros(oblique_image.GetSize()[::-1] + (3,), np.float32)
+    moved = warp_image(oblique_image, dvf, oblique_image)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(moved),
+                               sitk.GetArrayFromImage(oblique_image), atol=1e-3)
+
+
+def test_integer_translation_equals_array_shift(oblique_image):
+    # u = +2 voxels along x and -1 voxel along z, in grid-frame mm
+    dvf = np.zeros(oblique_image.GetSize()[::-1] + (3,), np.float32)
+    dvf[..., 0] = 2 * SPACING_XYZ[0]
+    dvf[..., 2] = -1 * SPACING_XYZ[2]
+    moved = sitk.GetArrayFromImage(warp_image(oblique_image, dvf, oblique_image))
+    moving = sitk.GetArrayFromImage(oblique_image)
+    # moved(z, y, x) = moving(z - 1, y, x + 2)
+    np.testing.assert_allclose(moved[1:, :, :-2], moving[:-1, :, 2:], atol=1e-2)
+    assert np.all(moved[0] == 0) and np.all(moved[:, :, -2:] == 0)
+
+
+def test_transform_point_is_x_plus_direction_times_u(oblique_image):
+    rng = np.random.default_rng(1)
+    dvf = rng.uniform(-3, 3, size=oblique_image.GetSize()[::-1] + (3,)).astype(np.float32)
+    transform = displacement_transform(dvf, oblique_image)
+    direction = np.array(oblique_image.GetDirection()).reshape(3, 3)
+    for index_xyz in [(0, 0, 0), (5, 9, 3), (21, 16, 11)]:
+        point = np.array(oblique_image.TransformIndexToPhysicalPoint(index_xyz))
+        u_grid = dvf[index_xyz[2], index_xyz[1], index_xyz[0]]
+        expected = point + direction @ u_grid
+        np.testing.assert_allclose(transform.TransformPoint(point), expected, atol=1e-4)
+
+
+def test_warp_matches_independent_scipy_reference(oblique_image):
+    rng = np.random.default_rng(2)
+    shape = oblique_image.GetSize()[::-1]
+    dvf = np.stack([np.full(shape, v, np.float32) for v in (0.9, -0.4, 1.7)], axis=-1)
+    dvf += rng.uniform(-0.3, 0.3, size=dvf.shape).astype(np.float32)
+    moved = sitk.GetArrayFromImage(warp_image(oblique_image, dvf, oblique_image))
+    # reference: index-space lookup, voxel displacement = mm / spacing, components x, y, z
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    coords = [zz + dvf[..., 2] / SPACING_XYZ[2], yy + dvf[..., 1] / SPACING_XYZ[1],
+              xx + dvf[..., 0] / SPACING_XYZ[0]]
+    reference = map_coordinates(sitk.GetArrayFromImage(oblique_image), coords, order=1,
+                                mode="constant", cval=0.0)
+    inside = (coords[0] >= 0) & (coords[0] <= shape[0] - 1) & (coords[1] >= 0) & \
+        (coords[1] <= shape[1] - 1) & (coords[2] >= 0) & (coords[2] <= shape[2] - 1)
+    np.testing.assert_allclose(moved[inside], reference[inside], atol=0.05)
+
+
+def test_dvf_file_is_physical_itk_field(oblique_image, tmp_path):
+    rng = np.random.default_rng(3)
+    dvf = rng.uniform(-2, 2, size=oblique_image.GetSize()[::-1] + (3,)).astype(np.float32)
+    path = write_dvf(dvf, oblique_image, tmp_path / "dvf.nii.gz")
+    field = sitk.ReadImage(str(path))
+    assert field.GetPixelID() == sitk.sitkVectorFloat32
+    assert field.GetNumberOfComponentsPerPixel() == 3
+    np.testing.assert_allclose(field.GetOrigin(), oblique_image.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(field.GetSpacing(), oblique_image.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(field.GetDirection(), oblique_image.GetDirection(), atol=1e-5)
+    direction = np.array(oblique_image.GetDirection()).reshape(3, 3)
+    physical = sitk.GetArrayFromImage(field)
+    np.testing.assert_allclose(physical[4, 3, 2], direction @ dvf[4, 3, 2], atol=1e-5)
+    back, grid = read_dvf(path)
+    np.testing.assert_allclose(back, dvf, atol=1e-5)
+    assert grid.GetSize() == oblique_image.GetSize()
+
+
+def test_jacobian_of_affine_field_is_det_a(oblique_image):
+    a = np.array([[1.10, 0.05, 0.00], [0.02, 0.95, 0.10], [0.00, -0.04, 1.20]])
+    shape = oblique_image.GetSize()[::-1]
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    points_mm = np.stack([xx * SPACING_XYZ[0], yy * SPACING_XYZ[1], zz * SPACING_XYZ[2]], -1)
+    dvf = points_mm @ (a - np.eye(3)).T
+    det = jacobian_determinant(dvf.astype(np.float32), SPACING_XYZ)
+    np.testing.assert_allclose(det, np.linalg.det(a), rtol=1e-4)
+
+
+def test_jacobian_2d_shear():
+    # u_x = 0.5 * y -> J = [[1, 0.5], [0, 1]], det 1; u_y = 0.2 * y -> det 1.2
+    yy, xx = np.meshgrid(np.arange(10) * 2.0, np.arange(12) * 0.5, indexing="ij")
+    dvf = np.stack([0.5 * yy, 0.2 * yy], -1).astype(np.float32)
+    np.testing.assert_allclose(jacobian_determinant(dvf, (0.5, 2.0)), 1.2, rtol=1e-5)
