@@ -48,3 +48,23 @@ def smooth_volume(shape_zyx, seed=0) -> np.ndarray:
 def oblique_image() -> sitk.Image:
     """22x17x12 voxels (x, y, z), spacing 1.3x0.7x2.1 mm, origin != 0, rotated direction."""
     return make_image(smooth_volume(SIZE_XYZ[::-1]))
+
+
+@pytest.fixture(scope="session")
+def dataset_2d(tmp_path_factory):
+    """Six 2D textured cases with the seed's three DVF types each (case5 held out)."""
+    from tests.helpers import make_2d_dataset
+
+    return make_2d_dataset(tmp_path_factory.mktemp("data2d"), cases=6)
+
+
+@pytest.fixture(scope="session")
+def trained_2d(dataset_2d, tmp_path_factory):
+    """A small 2D RegNet trained for about a minute on CPU: ``(run folder, summary)``."""
+    from tests.helpers import config_2d
+
+    from regnet.training.trainer import train
+
+    run = tmp_path_factory.mktemp("run2d")
+    summary = train([dataset_2d], run, config_2d(steps=1000, val_every=250), seed=0)
+    return run, summary

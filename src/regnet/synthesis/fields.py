@@ -57,19 +57,26 @@ def _blob_peaks(bounds, count: int, distance: int, rng: np.random.Generator) -> 
     lows = np.array([lo for lo, _ in bounds])
     free = np.ones([hi - lo + 1 for lo, hi in bounds], dtype=bool)
     remaining = free.size
+    listed = None  # flat indices of free candidates, once rejection sampling gets slow
     peaks = []
     while len(peaks) < count and remaining >= 5:
-        for _ in range(64):  # rejection sampling is cheap while most candidates are free
-            pick = np.array([rng.integers(0, s) for s in free.shape])
-            if free[tuple(pick)]:
-                break
-        else:
-            flat = np.flatnonzero(free)
-            pick = np.array(np.unravel_index(flat[rng.integers(0, flat.size)], free.shape))
+        pick = None
+        if listed is None:
+            for _ in range(64):  # rejection sampling is cheap while most candidates are free
+                trial = np.array([rng.integers(0, s) for s in free.shape])
+                if free[tuple(trial)]:
+                    pick = trial
+                    break
+            else:
+                listed = np.flatnonzero(free)
+        if pick is None:
+            pick = np.array(np.unravel_index(listed[rng.integers(0, listed.size)], free.shape))
         peaks.append(pick + lows)
         cube = tuple(slice(max(0, p - distance), p + distance + 1) for p in pick)
         remaining -= int(free[cube].sum())
         free[cube] = False
+        if listed is not None:
+            listed = listed[free.ravel()[listed]]
     return np.array(peaks, dtype=np.int64)
 
 

@@ -1,0 +1,32 @@
+"""Hardware and version header shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+
+
+def header() -> str:
+    import numpy
+    import scipy
+    import SimpleITK
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"# {datetime.date.today()} | {cpu} | {os.cpu_count()} cores | GPU: {gpu}\n"
+            f"# python {platform.python_version()} | torch {torch.__version__} | "
+            f"numpy {numpy.__version__} | scipy {scipy.__version__} | "
+            f"SimpleITK {SimpleITK.Version.VersionString()}")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

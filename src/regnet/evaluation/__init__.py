@@ -1,0 +1,1 @@
+"""Endpoint error, TRE, Jacobian statistics and Dice."""

@@ -1,0 +1,1 @@
+"""Dense whole-image prediction and single-shot registration."""

@@ -1,0 +1,87 @@
+"""Dense DVF prediction over a whole image in one shot, in tiles of bounded memory.
+
+The network is fully convolutional: on a full-resolution input of ``29 + 2(m-1)`` voxels and a
+low-resolution input of ``27 + (m-1)`` voxels per axis it predicts the displacement of ``m``
+centres spaced 2 voxels apart, exactly as ``m`` separate patches would. We predict on the lattice
+of even voxels (one "phase") and interpolate linearly to every voxel; ``phases="all"`` predicts
+all ``2^n`` phases instead (exact, ``2^n`` times the work). The interpolation's cost in endpoint
+error is measured by ``benchmarks/interpolation.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _reach(multi: bool, radius_full: int = 14, radius_low: int = 26) -> int:
+    return radius_low if multi else radius_full
+
+
+@torch.no_grad()
+def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, offset,
+                    device: torch.device, tile: int = 24, multi: bool = True,
+                    R: int = 14, Rlow: int = 26) -> np.ndarray:
+    """Predict at centres ``offset + 2k`` (k = 0..m-1 per axis) of padded arrays.
+
+    moving, fixed: padded ``(D, H, W)`` / ``(H, W)`` arrays with room for every patch.
+    Returns ``(m_z, m_y, m_x, C)`` displacements in mm (x, y, z components).
+    """
+    ndim = moving.ndim
+    reach = _reach(multi, R, Rlow)
+    counts = [(n - 2 * reach - 1 - o) // 2 + 1 for n, o in zip(moving.shape, offset, strict=True)]
+    out = np.zeros(tuple(counts) + (ndim,), np.float32)
+    pair = torch.from_numpy(np.stack([moving, fixed])[None].astype(np.float32))
+    starts = [range(0, m, tile) for m in counts]
+    for start in itertools.product(*starts):
+        size = [min(tile, m - s) for s, m in zip(start, counts, strict=True)]
+        first = [reach + o + 2 * s for o, s in zip(offset, start, strict=True)]  # first centre
+        full_box = tuple(slice(c - R, c + 2 * (k - 1) + R + 1) for c, k in zip(first, size,
+                                                                               strict=True))
+        full = pair[(slice(None), slice(None)) + full_box].to(device)
+        low = None
+        if multi:
+            low_box = tuple(slice(c - Rlow, c + 2 * (k - 1) + Rlow + 1, 2)
+                            for c, k in zip(first, size, strict=True))
+            low = pair[(slice(None), slice(None)) + low_box].to(device)
+        pred = model(full, low).float()[0]  # (C, k_z, k_y, k_x)
+        target = tuple(slice(s, s + k) for s, k in zip(start, size, strict=True))
+        out[target] = pred.permute(*range(1, ndim + 1), 0).cpu().numpy()
+    return out
+
+
+def predict_dense(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, device,
+                  multi: bool = True, tile: int = 24, phases: str = "one",
+                  R: int = 14, Rlow: int = 26) -> np.ndarray:
+    """Dense ``dvf_mm`` ``(D, H, W, C)`` for normalised ``moving``/``fixed`` on one grid.
+
+    Borders are padded by edge replication so that every voxel can be a patch centre.
+    """
+    model.eval()
+    shape = moving.shape
+    ndim = len(shape)
+    reach = _reach(multi, R, Rlow)
+    pad = [(reach, reach + 2) for _ in shape]
+    moving_p = np.pad(moving, pad, mode="edge")
+    fixed_p = np.pad(fixed, pad, mode="edge")
+    if phases == "all":
+        dense = np.zeros(shape + (ndim,), np.float32)
+        for offset in itertools.product((0, 1), repeat=ndim):
+            lattice = predict_lattice(model, moving_p, fixed_p, offset, device, tile, multi,
+                                      R, Rlow)
+            target = tuple(slice(o, None, 2) for o in offset)
+            region = dense[target]
+            region[...] = lattice[tuple(slice(0, n) for n in region.shape[:-1])]
+        return dense
+    lattice = predict_lattice(model, moving_p, fixed_p, (0,) * ndim, device, tile, multi,
+                              R, Rlow)
+    grid = torch.from_numpy(lattice).permute(ndim, *range(ndim))[None]  # (1, C, m...)
+    size = [2 * (m - 1) + 1 for m in lattice.shape[:-1]]
+    mode = "trilinear" if ndim == 3 else "bilinear"
+    up = F.interpolate(grid, size=size, mode=mode, align_corners=True)[0]
+    up = up.permute(*range(1, ndim + 1), 0).numpy()
+    return np.ascontiguousarray(up[tuple(slice(0, n) for n in shape)])

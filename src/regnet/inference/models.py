@@ -1,0 +1,61 @@
+"""Find and load a trained model: a shipped name (checksum-verified) or a checkpoint path."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from regnet.config import Config
+from regnet.errors import RegNetError, fail
+from regnet.training.checkpoint import load_checkpoint, model_from_checkpoint, sha256
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+INDEX = MODELS_DIR / "models.json"  # {"default": "name", "models": {name: {file, sha256}}}
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode with its config and the isotropic spacing it was trained at."""
+
+    network: nn.Module
+    config: Config
+    spacing_mm: float
+    source: str
+
+
+def shipped_models() -> dict:
+    if not INDEX.is_file():
+        return {"default": None, "models": {}}
+    return json.loads(INDEX.read_text())
+
+
+def resolve_model(model: str | Path | None) -> tuple[Path, str | None]:
+    """Path of a model and, for a shipped one, its expected sha256."""
+    index = shipped_models()
+    if model is None:
+        model = index.get("default")
+        if model is None:
+            raise RegNetError("no default model is shipped in this installation; "
+                              "pass --model NAME|PATH (a checkpoint from `regnet train`)")
+    entry = index["models"].get(str(model))
+    if entry is not None:
+        return MODELS_DIR / entry["file"], entry["sha256"]
+    path = Path(model)
+    if path.is_file():
+        return path, None
+    raise fail(model, f"is neither a checkpoint file nor a shipped model "
+               f"(shipped: {sorted(index['models'])})")
+
+
+def load_model(model: str | Path | None = None) -> LoadedModel:
+    path, expected = resolve_model(model)
+    if expected is not None and sha256(path) != expected:
+        raise fail(path, "checksum mismatch: the shipped model file is damaged or replaced")
+    payload = load_checkpoint(path)
+    network, config = model_from_checkpoint(payload, str(path))
+    network.eval()
+    spacing = float(payload.get("spacing_mm", config.synthesis.spacing_mm))
+    return LoadedModel(network, config, spacing, str(path))

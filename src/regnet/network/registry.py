@@ -1,0 +1,32 @@
+"""Architectures by name, so that later networks slot in beside the seed's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from regnet.config import NetworkConfig
+from regnet.errors import RegNetError
+from regnet.network.regnet import RegNet
+
+_REGISTRY: dict[str, Callable[[NetworkConfig], nn.Module]] = {
+    "regnet_multi": lambda c: RegNet(dim=c.dim, multi=True, width=c.width),
+    "regnet_single": lambda c: RegNet(dim=c.dim, multi=False, width=c.width),
+}
+
+
+def register_network(name: str, builder: Callable[[NetworkConfig], nn.Module]) -> None:
+    _REGISTRY[name] = builder
+
+
+def network_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_network(config: NetworkConfig) -> nn.Module:
+    if config.name not in _REGISTRY:
+        raise RegNetError(f"unknown network {config.name!r}; known: {network_names()}")
+    if config.dim not in (2, 3):
+        raise RegNetError(f"network dim must be 2 or 3, got {config.dim}")
+    return _REGISTRY[config.name](config)

@@ -1,0 +1,1 @@
+"""Figures and reports that a person would rather look at than read."""

@@ -1,0 +1,66 @@
+"""``report.png`` and ``report.html`` for one registration."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from regnet.io.atomic import write_text_atomic
+from regnet.reporting.figures import checkerboard, orthogonal_slices, plt, save_figure
+
+
+def write_report(out: str | Path, fixed: sitk.Image, moving_on_fixed_or_any: sitk.Image,
+                 moved: sitk.Image, dvf_mm: np.ndarray, jacobian: np.ndarray,
+                 summary: dict) -> tuple[Path, Path]:
+    """Rows: fixed, moving, moved, |fixed - moving|, |fixed - moved|, |u|, Jacobian,
+    checkerboard(fixed, moved); one column per orthogonal slice."""
+    out = Path(out)
+    spacing = fixed.GetSpacing()
+    moving = moving_on_fixed_or_any
+    if moving.GetSize() != fixed.GetSize():
+        moving = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, 0.0,
+                               sitk.sitkFloat32)
+    f, m, w = (sitk.GetArrayFromImage(x) for x in (fixed, moving, moved))
+    lo, hi = np.percentile(f, [1, 99])
+    diff_max = max(float(np.percentile(np.abs(f - m), 99)), 1e-6)
+    rows = [("fixed", f, "gray", (lo, hi)), ("moving", m, "gray", (lo, hi)),
+            ("moved", w, "gray", (lo, hi)),
+            ("|fixed - moving|", np.abs(f - m), "magma", (0, diff_max)),
+            ("|fixed - moved|", np.abs(f - w), "magma", (0, diff_max)),
+            ("|u| (mm)", np.linalg.norm(dvf_mm, axis=-1), "jet", None),
+            ("Jacobian det", jacobian, "RdBu_r", (0.0, 2.0)),
+            ("checkerboard fixed/moved", None, "gray", (lo, hi))]
+    columns = len(orthogonal_slices(f, spacing))
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 2.6 * len(rows)),
+                             squeeze=False)
+    for r, (title, volume, cmap, limits) in enumerate(rows):
+        if volume is None:
+            slices = [(n, checkerboard(a, b), asp) for (n, a, asp), (_, b, _) in
+                      zip(orthogonal_slices(f, spacing), orthogonal_slices(w, spacing),
+                          strict=True)]
+        else:
+            slices = orthogonal_slices(volume, spacing)
+        for c, (name, image, aspect) in enumerate(slices):
+            ax = axes[r, c]
+            vmin, vmax = limits if limits else (0, float(image.max()) or 1.0)
+            shown = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect)
+            ax.set_title(f"{title} - {name}", fontsize=8)
+            ax.axis("off")
+            if cmap != "gray":
+                fig.colorbar(shown, ax=ax, fraction=0.046)
+    png = save_figure(fig, out / "report.png")
+    encoded = base64.b64encode(png.read_bytes()).decode()
+    table = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v))}</td>"
+                    "</tr>" for k, v in summary.items())
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>RegNet registration"
+            f"</title></head><body><h1>RegNet registration</h1><table>{table}</table>"
+            f"<p>The DVF maps fixed points into the moving image: moved(x) = moving(x + u(x))."
+            f"</p><img alt='report' src='data:image/png;base64,{encoded}'></body></html>")
+    page_path = out / "report.html"
+    write_text_atomic(page_path, page)
+    return png, page_path

@@ -1,0 +1,1 @@
+"""Training patches: magnitude classes, two-scale patch extraction, chunked streaming."""

@@ -1,0 +1,1 @@
+"""Losses, the trainer and checkpoints."""

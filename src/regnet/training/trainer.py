@@ -1,0 +1,213 @@
+"""``regnet train``: Huber loss, Adam, class-balanced chunked patches, exact resume, DDP.
+
+Multi-GPU / multi-node: launch the same command through ``torchrun``; each process reads its
+own rank from the environment, wraps the model in ``DistributedDataParallel`` (NCCL on GPU,
+gloo on CPU) and draws its own patch stream. Rank 0 validates, logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from regnet.config import Config, config_from_dict
+from regnet.devices import pick_device
+from regnet.errors import RegNetError, fail
+from regnet.network import build_network
+from regnet.network.regnet import count_parameters
+from regnet.sampling.stream import PairRecord, PatchStream, check_pair_grids, read_manifests
+from regnet.training.checkpoint import load_checkpoint, save_checkpoint
+from regnet.training.validation import draw_validation_centres, validate
+
+log = logging.getLogger(__name__)
+
+
+def split_by_case(pairs: list[PairRecord], config: Config) -> tuple[list, list]:
+    """Hold out whole cases (patients), never single patches."""
+    cases = sorted({p.case for p in pairs})
+    if config.training.val_cases:
+        val = set(config.training.val_cases)
+        unknown = val - set(cases)
+        if unknown:
+            raise RegNetError(f"val_cases {sorted(unknown)} are not in the data; cases: {cases}")
+    else:
+        if len(cases) < 2:
+            raise RegNetError(f"only one case ({cases[0]}) in the data: validation needs at "
+                              "least two cases, as it is split by patient")
+        n_val = max(1, round(config.training.val_fraction * len(cases)))
+        val = set(cases[-n_val:])
+    train = [p for p in pairs if p.case not in val]
+    if not train:
+        raise RegNetError("every case is a validation case; nothing left to train on")
+    return train, [p for p in pairs if p.case in val]
+
+
+def check_data_fits(pairs: list[PairRecord], config: Config) -> tuple[float, int]:
+    """Every image has the network's dimension, one isotropic spacing, and room for the margin.
+    Returns ``(spacing_mm, dim)``."""
+    spacings = set()
+    for pair in pairs:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(pair.fixed)
+        reader.ReadImageInformation()
+        if reader.GetDimension() != config.network.dim:
+            raise fail(pair.fixed, f"is {reader.GetDimension()}D but the network is "
+                       f"{config.network.dim}D (set network.dim)")
+        if min(reader.GetSize()) < 2 * config.sampling.K + 1:
+            raise fail(pair.fixed, f"size {reader.GetSize()} is smaller than 2K+1 = "
+                       f"{2 * config.sampling.K + 1} voxels (lower sampling.K)")
+        spacings.add(tuple(round(s, 4) for s in reader.GetSpacing()))
+    if len(spacings) != 1 or len(set(next(iter(spacings)))) != 1:
+        raise RegNetError(f"training images must share one isotropic spacing; found {spacings}")
+    return float(next(iter(spacings))[0]), config.network.dim
+
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def train(data, out, config: Config | None = None, steps: int | None = None, resume=False,
+          device="auto", seed: int = 0) -> dict:
+    """Train and return a summary (best validation endpoint error, identity error, timing)."""
+    config = config or Config()
+    if steps is not None:
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training,
+                                                                          steps=steps))
+    out = Path(out)
+    world, rank, local_rank = _distributed()
+    dev = pick_device(device)
+    if world > 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    last_path = out / "last.pt"
+    state = None
+    if resume:
+        state = load_checkpoint(last_path)
+        config = config_from_dict(state["config"], str(last_path))
+        config = dataclasses.replace(config, training=dataclasses.replace(
+            config.training, steps=steps or config.training.steps))
+        seed = state["seed"]
+    sampling, tcfg = config.sampling, config.training
+    if sampling.R > config.synthesis.Border:
+        raise RegNetError(f"config: sampling.R = {sampling.R} exceeds synthesis.Border = "
+                          f"{config.synthesis.Border}; a patch would reach past the peak border")
+    pairs = read_manifests(data, sampling.deformMethod)
+    check_pair_grids(pairs)
+    spacing_mm, _ = check_data_fits(pairs, config)
+    train_pairs, val_pairs = split_by_case(pairs, config)
+
+    torch.manual_seed(seed)
+    model = build_network(config.network).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    start, best = 0, math.inf
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start, best = int(state["step"]), float(state["best"])
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    loss_fn = nn.HuberLoss(delta=1.0)
+    main_rank = rank == 0
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        log.info("RegNet %s: %d parameters; %d train / %d validation pairs (cases %s held out)",
+                 config.network.name, count_parameters(model), len(train_pairs),
+                 len(val_pairs), sorted({p.case for p in val_pairs}))
+    val_centres = draw_validation_centres(val_pairs, sampling, seed) if main_rank else None
+    writer = None
+    if main_rank:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=start or None)
+
+    def checkpoint(path: Path, step: int) -> None:
+        save_checkpoint(path, {
+            "config": config.to_dict(), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+            "step": step, "best": best, "seed": seed, "spacing_mm": spacing_mm,
+            "val_cases": sorted({p.case for p in val_pairs})})
+
+    stream = PatchStream(train_pairs, sampling, tcfg.batch_size, seed, start, rank,
+                         tcfg.augment_flips)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=tcfg.num_workers,
+                                         prefetch_factor=4 if tcfg.num_workers else None)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
+                else nullcontext())
+    wait_s = compute_s = 0.0
+    losses, last_val = [], {}
+    step = start
+    t_start = time.perf_counter()
+    bar = tqdm(total=tcfg.steps, initial=start, desc="train", unit="step", disable=not main_rank)
+    batches = iter(loader)
+    net.train()
+    try:
+        while step < tcfg.steps:
+            t0 = time.perf_counter()
+            batch = next(batches)
+            t1 = time.perf_counter()
+            low = None if batch.low is None else batch.low.to(dev, non_blocking=True)
+            with autocast:
+                pred = net(batch.full.to(dev, non_blocking=True), low)
+            loss = loss_fn(pred.float().flatten(1), batch.target.to(dev))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            wait_s += t1 - t0
+            compute_s += time.perf_counter() - t1
+            bar.update(1)
+            if main_rank and step % tcfg.log_every == 0:
+                writer.add_scalar("train/loss", float(np.mean(losses[-tcfg.log_every:])), step)
+                writer.add_scalar("train/data_wait_share", wait_s / (wait_s + compute_s), step)
+                bar.set_postfix(loss=f"{np.mean(losses[-tcfg.log_every:]):.3f}")
+            if main_rank and (step % tcfg.val_every == 0 or step == tcfg.steps):
+                last_val = validate(model, val_pairs, val_centres, sampling, dev)
+                for key, value in last_val.items():
+                    if key != "samples":
+                        writer.add_scalar(f"val/{key}", value, step)
+                if last_val["epe"] < best:
+                    best = last_val["epe"]
+                    checkpoint(out / "best.pt", step)
+                log.info("step %d: validation EPE %.3f mm (identity %.3f mm)", step,
+                         last_val["epe"], last_val["epe_identity"])
+            if main_rank and (step % tcfg.checkpoint_every == 0 or step == tcfg.steps):
+                checkpoint(last_path, step)
+    except KeyboardInterrupt:
+        if main_rank:
+            checkpoint(last_path, step)
+            log.warning("interrupted at step %d; saved %s (continue with --resume)", step,
+                        last_path)
+        raise
+    finally:
+        bar.close()
+        if writer:
+            writer.close()
+        del batches
+        if world > 1:
+            dist.destroy_process_group()
+    elapsed = time.perf_counter() - t_start
+    share = wait_s / max(wait_s + compute_s, 1e-9)
+    summary = {"steps": step, "started_at": start, "seconds": round(elapsed, 1),
+               "data_wait_share": round(share, 3),
+               "final_train_loss": float(np.mean(losses[-tcfg.log_every:])) if losses else None,
+               "best_val_epe_mm": best, "validation": last_val, "out": str(out)}
+    if main_rank:
+        log.info("trained %d steps in %.0f s; data wait %.0f%%; best validation EPE %.3f mm",
+                 step - start, elapsed, 100 * share, best)
+    return summary

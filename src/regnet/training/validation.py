@@ -1,0 +1,65 @@
+"""Validation: endpoint error overall, per magnitude class, and of the identity (zero) field."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from regnet.config import SamplingConfig
+from regnet.sampling.classes import draw_balanced_centres
+from regnet.sampling.stream import PairRecord, cut_batch, load_pair
+
+
+def draw_validation_centres(pairs: list[PairRecord], config: SamplingConfig, seed: int
+                            ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A fixed, class-balanced set of centres per validation pair (drawn once)."""
+    per_class = -(-config.valSamplesPerImage // len(config.classBalanced))
+    out = []
+    for i, pair in enumerate(pairs):
+        loaded = load_pair(pair, config)
+        out.append(draw_balanced_centres(loaded.classes, config.K, per_class,
+                                         np.random.default_rng([seed, 3, i])))
+    return out
+
+
+@torch.no_grad()
+def validate(model: nn.Module, pairs: list[PairRecord], centres, config: SamplingConfig,
+             device: torch.device, batch_size: int = 500) -> dict:
+    """Mean Huber loss and endpoint error (mm) over the validation centres, by class too."""
+    was_training = model.training
+    model.eval()
+    loss_fn = nn.HuberLoss(delta=1.0, reduction="sum")
+    n_classes = len(config.classBalanced)
+    err_sum, id_sum = np.zeros(n_classes), np.zeros(n_classes)
+    counts, loss_sum = np.zeros(n_classes), 0.0
+    for pair, (pair_centres, labels) in zip(pairs, centres, strict=True):
+        loaded = [load_pair(pair, config)]
+        for s in range(0, len(pair_centres), batch_size):
+            sel = slice(s, s + batch_size)
+            batch = cut_batch(loaded, np.zeros(len(pair_centres[sel]), int), pair_centres[sel],
+                              labels[sel], config)
+            low = None if batch.low is None else batch.low.to(device)
+            pred = model(batch.full.to(device), low).float().flatten(1).cpu()
+            loss_sum += float(loss_fn(pred, batch.target))
+            epe = torch.linalg.norm(pred - batch.target, dim=1).numpy()
+            epe_id = torch.linalg.norm(batch.target, dim=1).numpy()
+            lab = batch.label.numpy()
+            np.add.at(err_sum, lab, epe)
+            np.add.at(id_sum, lab, epe_id)
+            np.add.at(counts, lab, 1)
+    model.train(was_training)
+    total = max(counts.sum(), 1)
+    result = {"loss": loss_sum / total / pairs_dim(centres),
+              "epe": err_sum.sum() / total, "epe_identity": id_sum.sum() / total,
+              "samples": int(counts.sum())}
+    for c in range(n_classes):
+        if counts[c]:
+            result[f"epe_class{c}"] = err_sum[c] / counts[c]
+            result[f"epe_identity_class{c}"] = id_sum[c] / counts[c]
+    return {k: float(v) if k != "samples" else v for k, v in result.items()}
+
+
+def pairs_dim(centres) -> int:
+    """Number of DVF components (2 or 3), from the centres' dimensionality."""
+    return centres[0][0].shape[1] if centres and len(centres[0][0]) else 3

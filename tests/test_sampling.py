@@ -1,0 +1,66 @@
+"""Magnitude classes, balanced drawing, two-scale patches, the chunked stream."""
+
+import numpy as np
+import pytest
+
+from regnet.config import SamplingConfig
+from regnet.sampling.classes import NO_CLASS, draw_balanced_centres, voxel_classes
+from regnet.sampling.patches import centre_targets, extract_patches, normalize
+
+
+def test_class_rules_by_hand():
+    dvf = np.array([[0.5, 0.2, 1.0], [2.0, 0.1, 0.0], [2.0, 3.0, 2.5], [9.0, 0, 0],
+                    [5.0, 5.0, 7.9]])
+    assert voxel_classes(dvf, (1.5, 4, 8), "maxnorm").tolist() == [0, 1, 1, NO_CLASS, 2]
+    # the seed's rule: mixed small and large components get no class
+    assert voxel_classes(dvf, (1.5, 4, 8), "seed").tolist() == [0, NO_CLASS, 1, NO_CLASS, 2]
+
+
+def test_drawn_class_fractions_match_requested():
+    rng = np.random.default_rng(0)
+    shape = (40, 50, 60)
+    dvf = np.zeros(shape + (3,), np.float32)
+    n = dvf[..., 0].size
+    flat = dvf.reshape(n, 3)
+    flat[rng.choice(n, n // 10, replace=False), 0] = 2.5  # ~10 % class 1
+    rare = rng.choice(np.flatnonzero(flat[:, 0] == 0), 25, replace=False)
+    flat[rare, 1] = 6.0  # 25 voxels of class 2 (0.02 %)
+    classes = voxel_classes(dvf, (1.5, 4, 8))
+    centres, labels = draw_balanced_centres(classes, 0, 1000, rng)
+    counts = np.bincount(labels, minlength=3)
+    assert counts.tolist() == [1000, 1000, 25]  # the rare class gives all it has
+    assert np.all(classes[tuple(centres.T)] == labels)
+    centres, labels = draw_balanced_centres(classes, 5, 300, rng)
+    assert centres.min() >= 5 and np.all(centres < np.array(shape) - 5)
+
+
+def test_patches_two_scales_and_target():
+    moving = np.arange(60 * 61 * 62, dtype=np.float32).reshape(60, 61, 62)
+    fixed = -moving
+    centres = np.array([[30, 30, 31], [27, 28, 29]])
+    full = extract_patches(moving, fixed, centres, 14)
+    low = extract_patches(moving, fixed, centres, 26, stride=2)
+    assert full.shape == (2, 2, 29, 29, 29) and low.shape == (2, 2, 27, 27, 27)
+    assert full[0, 0, 14, 14, 14] == moving[30, 30, 31] and full[0, 1, 0, 0, 0] == fixed[16, 16, 17]
+    assert low[1, 0, 13, 13, 13] == moving[27, 28, 29] and low[1, 0, 0, 0, 1] == moving[1, 2, 5]
+    dvf = np.random.default_rng(1).normal(size=(60, 61, 62, 3)).astype(np.float32)
+    np.testing.assert_array_equal(centre_targets(dvf, centres)[1], dvf[27, 28, 29])
+
+
+def test_normalization():
+    assert normalize(np.array([-1000.0, 3095.0]), "ct").tolist() == [0.0, 1.0]
+    values = normalize(np.linspace(0, 100, 1001), "robust")
+    assert values[10] == pytest.approx(0.0, abs=1e-6) and values[990] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"classBalanced": (1.5, 1.0, 8.0)}, "increasing"),
+    ({"K": 20}, "at least the patch reach"),
+    ({"Ry": 1}, "Ry must be 0"),
+    ({"Resolution": "triple"}, "Resolution"),
+])
+def test_bad_sampling_settings(bad, message):
+    from regnet.errors import RegNetError
+
+    with pytest.raises(RegNetError, match=message):
+        SamplingConfig(**bad).validate()

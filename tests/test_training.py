@@ -1,0 +1,85 @@
+"""Training: learning, exact resume, TensorBoard, DDP, and bad input rejected up front."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from regnet.errors import RegNetError
+from regnet.training.checkpoint import load_checkpoint
+from regnet.training.trainer import train
+from tests.helpers import config_2d
+
+
+def test_learning_beats_identity_on_held_out_case(trained_2d):
+    run, summary = trained_2d
+    val = summary["validation"]
+    assert summary["steps"] == 1000
+    assert summary["best_val_epe_mm"] < 0.8 * val["epe_identity"]
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    for c in range(3):
+        assert f"epe_class{c}" in val
+
+
+def test_resume_continues_exactly(dataset_2d, tmp_path):
+    config = config_2d(steps=6, checkpoint_every=3, val_every=1000)
+    train([dataset_2d], tmp_path / "straight", config, seed=1)
+    train([dataset_2d], tmp_path / "split", config, steps=3, seed=1)
+    train([dataset_2d], tmp_path / "split", config, steps=6, resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
+def test_bad_data_is_rejected_before_work(dataset_2d, tmp_path):
+    with pytest.raises(RegNetError, match="manifest not found"):
+        train([tmp_path], tmp_path / "run", config_2d())
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "manifest.csv").write_text("")
+    with pytest.raises(RegNetError, match="manifest is empty"):
+        train([tmp_path / "empty"], tmp_path / "run", config_2d())
+    broken = tmp_path / "broken"
+    shutil.copytree(dataset_2d, broken)
+    dvf = next(broken.rglob("D0/dvf.mha"))
+    field = sitk.ReadImage(str(dvf))
+    sitk.WriteImage(field[2:, :], str(dvf))
+    with pytest.raises(RegNetError, match="does not match"):
+        train([broken], tmp_path / "run", config_2d())
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_and_foreign_checkpoints(dataset_2d, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(RegNetError, match="corrupt"):
+        train([dataset_2d], run, config_2d(), resume=True)
+    torch.save({"weights": torch.zeros(3)}, run / "last.pt")
+    with pytest.raises(RegNetError, match="not a RegNet checkpoint"):
+        train([dataset_2d], run, config_2d(), resume=True)
+
+
+def test_torchrun_ddp_two_processes_on_cpu(dataset_2d, tmp_path):
+    config = tmp_path / "c.yaml"
+    from regnet.config import dump_config
+
+    config.write_text(dump_config(config_2d(steps=4, val_every=4, checkpoint_every=4)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(29500 + os.getpid() % 1000), "-m", "regnet.cli", "train",
+         "--data", str(dataset_2d), "--out", str(tmp_path / "ddp"), "--config", str(config),
+         "--device", "cpu"], env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert state["step"] == 4
+    assert np.isfinite(state["best"])
