@@ -61,9 +61,8 @@ def dataset_2d(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_2d(dataset_2d, tmp_path_factory):
     """A small 2D RegNet trained for about a minute on CPU: ``(run folder, summary)``."""
-    from tests.helpers import config_2d
-
     from regnet.training.trainer import train
+    from tests.helpers import config_2d
 
     run = tmp_path_factory.mktemp("run2d")
     summary = train([dataset_2d], run, config_2d(steps=1000, val_every=250), seed=0)

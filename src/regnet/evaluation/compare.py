@@ -58,9 +58,9 @@ def compare_command(args) -> int:
           f"{'jac min':>9}{'fold %':>8}")
     for name in ("regnet", "elastix"):
         r = results[name]
-        fmt = lambda k: f"{r[k]:10.3f}" if k in r else f"{'-':>10}"  # noqa: E731
-        print(f"{name:<10}{r['seconds']:10.2f}{fmt('epe_mean_mm')}{fmt('epe_p95_mm')}"
-              f"{fmt('identity_epe_mean_mm')}{r['jac_min']:9.3f}"
+        cells = "".join(f"{r[k]:10.3f}" if k in r else f"{'-':>10}"
+                        for k in ("epe_mean_mm", "epe_p95_mm", "identity_epe_mean_mm"))
+        print(f"{name:<10}{r['seconds']:10.2f}{cells}{r['jac_min']:9.3f}"
               f"{100 * r['jac_nonpositive_fraction']:8.3f}")
     print(f"elastix / RegNet wall time: {results['elastix_over_regnet_time']:.2f}x")
     return 0

@@ -23,8 +23,14 @@ from regnet.inference.dense import predict_dense
 from regnet.inference.models import LoadedModel, load_model
 from regnet.io.atomic import write_text_atomic
 from regnet.io.dvf import dvf_to_itk, itk_to_dvf, write_dvf
-from regnet.io.images import (load_mask, read_image, resample_isotropic, resample_to_grid,
-                              same_grid, write_image)
+from regnet.io.images import (
+    load_mask,
+    read_image,
+    resample_isotropic,
+    resample_to_grid,
+    same_grid,
+    write_image,
+)
 from regnet.sampling.patches import normalize
 
 log = logging.getLogger(__name__)
