@@ -1,0 +1,82 @@
+"""Evaluation measures on values checked by hand, and the evaluate command."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from regnet.cli import main
+from regnet.errors import RegNetError
+from regnet.evaluation.metrics import dice, endpoint_error, target_registration_error
+from regnet.io.dvf import write_dvf
+from regnet.io.landmarks import read_landmarks
+from tests.conftest import make_image, smooth_volume
+
+
+def test_endpoint_error_by_hand():
+    truth = np.zeros((2, 2, 2, 3), np.float32)
+    truth[0, ..., 0] = 3.0  # 4 voxels of class 1 (3 mm), 4 of class 0 (0 mm)
+    dvf = truth.copy()
+    dvf[..., 1] += 1.0  # every voxel off by 1 mm
+    result = endpoint_error(dvf, truth)
+    assert result["epe"]["mean"] == pytest.approx(1.0)
+    assert result["identity"]["mean"] == pytest.approx(1.5)
+    assert result["class1 [1.5,4) mm"]["epe_mean"] == pytest.approx(1.0)
+    assert result["class0 [0,1.5) mm"]["identity_mean"] == pytest.approx(0.0)
+
+
+def test_tre_translation(oblique_image):
+    dvf = np.zeros(oblique_image.GetSize()[::-1] + (3,), np.float32)
+    dvf[..., 0] = 2.0  # 2 mm along the grid x axis
+    direction = np.array(oblique_image.GetDirection()).reshape(3, 3)
+    p = np.array([oblique_image.TransformContinuousIndexToPhysicalPoint((5.0, 6.0, 4.0)),
+                  oblique_image.TransformContinuousIndexToPhysicalPoint((10.0, 8.0, 6.0))])
+    q = p + direction @ np.array([2.0, 0.0, 0.0]) + np.array([0.0, 0.0, 0.5])
+    result = target_registration_error(dvf, oblique_image, p, q)
+    assert result["before"]["mean"] == pytest.approx(np.hypot(2.0, 0.5), abs=1e-4)
+    assert result["after"]["mean"] == pytest.approx(0.5, abs=1e-4)
+    with pytest.raises(RegNetError, match="must correspond"):
+        target_registration_error(dvf, oblique_image, p, q[:1])
+
+
+def test_dice_by_hand():
+    a = np.array([0, 1, 1, 2, 2, 2])
+    b = np.array([0, 1, 2, 2, 2, 0])
+    scores = dice(a, b)["per_label"]
+    assert scores["1"] == pytest.approx(2 / 3) and scores["2"] == pytest.approx(4 / 6)
+
+
+def test_landmark_formats(tmp_path, oblique_image):
+    (tmp_path / "p.pts").write_text("point\n2\n1.0 2.0 3.0\n4.0 5.0 6.0\n")
+    (tmp_path / "i.pts").write_text("index\n1\n1 2 3\n")
+    (tmp_path / "p.csv").write_text("x,y,z\n1.0,2.0,3.0\n")
+    (tmp_path / "dirlab.txt").write_text("11 21 31\n")
+    np.testing.assert_allclose(read_landmarks(tmp_path / "p.pts")[1], [4, 5, 6])
+    np.testing.assert_allclose(read_landmarks(tmp_path / "i.pts", oblique_image)[0],
+                               oblique_image.TransformIndexToPhysicalPoint((1, 2, 3)))
+    np.testing.assert_allclose(read_landmarks(tmp_path / "p.csv")[0], [1, 2, 3])
+    np.testing.assert_allclose(read_landmarks(tmp_path / "dirlab.txt",
+                                              spacing_xyz=(0.5, 0.5, 2.5))[0], [5, 10, 75])
+
+
+def test_evaluate_command(tmp_path, oblique_image, capsys):
+    shape = oblique_image.GetSize()[::-1]
+    truth = np.zeros(shape + (3,), np.float32)
+    truth[..., 2] = 4.2  # 2 voxels along z (2.1 mm spacing)
+    write_dvf(truth, oblique_image, tmp_path / "truth.nii.gz")
+    write_dvf(truth * 0.5, oblique_image, tmp_path / "dvf.nii.gz")
+    labels = (smooth_volume(shape) > 500).astype(np.float32)
+    sitk.WriteImage(make_image(labels), str(tmp_path / "labels.nii.gz"))
+    code = main(["evaluate", "--dvf", str(tmp_path / "dvf.nii.gz"), "--truth",
+                 str(tmp_path / "truth.nii.gz"), "--fixed-labels", str(tmp_path / "labels.nii.gz"),
+                 "--moving-labels", str(tmp_path / "labels.nii.gz"), "--json",
+                 str(tmp_path / "r.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "EPE mean (mm)" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["endpoint_error_mm"]["epe"]["mean"] == pytest.approx(2.1, abs=1e-5)
+    assert result["jacobian"]["jac_min"] == pytest.approx(1.0, abs=1e-5)
+    assert result["dice"]["before"]["mean"] == pytest.approx(1.0)
+    assert result["dice"]["after"]["mean"] < 1.0  # a one-voxel shift along z moves the labels
