@@ -94,3 +94,19 @@ def test_register_bad_inputs(trained_2d, dataset_2d, tmp_path, capsys):
     code = main(["register", "--fixed", str(tmp_path / "gone.mha"), "--moving", str(moving),
                  "--out", str(tmp_path / "o"), "--model", str(run / "best.pt")])
     assert code == 2 and "gone.mha: file not found" in capsys.readouterr().err
+
+
+def test_compare_with_elastix(trained_2d, dataset_2d, tmp_path, capsys):
+    pytest.importorskip("itk")
+    run, _ = trained_2d
+    fixed, moving, truth = held_out_pair(dataset_2d, 0)
+    code = main(["compare", "--fixed", str(fixed), "--moving", str(moving), "--truth",
+                 str(truth), "--model", str(run / "best.pt"), "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "regnet" in out and "elastix" in out and "wall time" in out
+    result = json.loads((tmp_path / "compare.json").read_text())
+    for name in ("regnet", "elastix"):
+        assert result[name]["epe_mean_mm"] < result[name]["identity_epe_mean_mm"]
+    assert (tmp_path / "dvf_elastix.nii.gz").is_file()
+    assert not list(tmp_path.parent.glob("deformationField*"))  # elastix left nothing behind

@@ -36,8 +36,12 @@ def write_report(out: str | Path, fixed: sitk.Image, moving_on_fixed_or_any: sit
             ("Jacobian det", jacobian, "RdBu_r", (0.0, 2.0)),
             ("checkerboard fixed/moved", None, "gray", (lo, hi))]
     columns = len(orthogonal_slices(f, spacing))
-    fig, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 2.6 * len(rows)),
-                             squeeze=False)
+    if columns == 1:  # 2D: the eight panels on a 2 x 4 grid
+        fig, grid = plt.subplots(2, 4, figsize=(13, 6.4))
+        axes = grid.reshape(len(rows), 1)
+    else:
+        fig, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 2.6 * len(rows)),
+                                 squeeze=False)
     for r, (title, volume, cmap, limits) in enumerate(rows):
         if volume is None:
             slices = [(n, checkerboard(a, b), asp) for (n, a, asp), (_, b, _) in
