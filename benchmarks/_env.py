@@ -30,3 +30,25 @@ def header() -> str:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _child(queue, fn, args):
+    import time as _time
+
+    t0 = _time.perf_counter()
+    result = fn(*args)
+    queue.put((result, _time.perf_counter() - t0, peak_rss_mb()))
+
+
+def in_fresh_process(fn, *args):
+    """Run ``fn(*args)`` in a spawned process: ``(result, wall seconds, peak RSS MB)``, so that
+    each method's peak memory is its own."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_child, args=(queue, fn, args))
+    process.start()
+    out = queue.get()
+    process.join()
+    return out

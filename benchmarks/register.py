@@ -1,0 +1,104 @@
+"""Registration wall time and peak memory: RegNet (one shot) next to elastix B-spline, same pair,
+same run, same machine.
+
+    python benchmarks/register.py [--model NAME|PATH] [--lung ../shared/data/lung-ct/lung1_image.nrrd]
+        [--device cpu|cuda] [--skip-synthetic]
+
+Pairs: a 256x256x160 synthetic volume at 1 mm, and the lung CT resampled to isotropic 1.5 mm,
+each deformed by the seed's low-frequency field. Timing does not depend on the weights: without a
+shipped model, an untrained network of the seed's width is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _env import header, in_fresh_process  # noqa: E402
+
+
+def make_pair(kind: str, lung: str, folder: str) -> tuple[str, str]:
+    from regnet.config import SynthesisConfig
+    from regnet.io.images import read_image, resample_isotropic
+    from regnet.synthesis.pairs import make_pair as artificial_pair
+
+    if kind == "synthetic":
+        from scipy.ndimage import gaussian_filter
+
+        rng = np.random.default_rng(0)
+        array = gaussian_filter(rng.normal(size=(160, 256, 256)), 2.0).astype(np.float32)
+        image = sitk.GetImageFromArray(1000 * array)
+    else:
+        image = resample_isotropic(read_image(lung), 1.5)
+    pair = artificial_pair(image, 0, SynthesisConfig(), np.random.default_rng(0))
+    paths = (f"{folder}/{kind}_fixed.mha", f"{folder}/{kind}_moving.mha")
+    sitk.WriteImage(pair.fixed, paths[0])
+    sitk.WriteImage(image, paths[1])
+    return paths
+
+
+def run_regnet(fixed, moving, model, device):
+    from regnet.inference.register import register
+
+    result = register(fixed, moving, model=model, device=device)
+    return result.summary["seconds_total"]
+
+
+def run_elastix(fixed, moving):
+    from regnet.evaluation.elastix import elastix_bspline
+    from regnet.io.images import read_image
+
+    _, seconds = elastix_bspline(read_image(fixed), read_image(moving))
+    return seconds
+
+
+def untrained_model(folder: str) -> str:
+    import torch
+
+    from regnet.config import Config
+    from regnet.network import build_network
+    from regnet.training.checkpoint import save_checkpoint
+
+    config = Config()
+    path = f"{folder}/untrained.pt"
+    save_checkpoint(path, {"config": config.to_dict(), "step": 0, "spacing_mm": 1.0,
+                           "model": build_network(config.network).state_dict()})
+    torch.set_num_threads(torch.get_num_threads())
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", help="model name or checkpoint (default: shipped default)")
+    parser.add_argument("--lung", default="../shared/data/lung-ct/lung1_image.nrrd")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-synthetic", action="store_true")
+    args = parser.parse_args()
+    print(header())
+    from regnet.inference.models import shipped_models
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = args.model or shipped_models().get("default") or untrained_model(folder)
+        kinds = ([] if args.skip_synthetic else ["synthetic"]) + (
+            ["lung"] if Path(args.lung).exists() else [])
+        print(f"# model: {model}\n")
+        print("| pair | size (x,y,z) | method | wall (s) | peak RSS (MB) | elastix / RegNet |")
+        print("|---|---|---|---|---|---|")
+        for kind in kinds:
+            fixed, moving = make_pair(kind, args.lung, folder)
+            size = "x".join(map(str, sitk.ReadImage(fixed).GetSize()))
+            r_s, r_wall, r_mb = in_fresh_process(run_regnet, fixed, moving, model, args.device)
+            e_s, e_wall, e_mb = in_fresh_process(run_elastix, fixed, moving)
+            print(f"| {kind} | {size} | RegNet ({args.device}) | {r_s:.1f} | {r_mb:.0f} | |")
+            print(f"| {kind} | {size} | elastix B-spline | {e_s:.1f} | {e_mb:.0f} | "
+                  f"{e_s / r_s:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
