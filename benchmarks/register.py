@@ -1,8 +1,8 @@
 """Registration wall time and peak memory: RegNet (one shot) next to elastix B-spline, same pair,
 same run, same machine.
 
-    python benchmarks/register.py [--model NAME|PATH] [--lung ../shared/data/lung-ct/lung1_image.nrrd]
-        [--device cpu|cuda] [--skip-synthetic]
+    python benchmarks/register.py [--model NAME|PATH] [--device cpu|cuda] [--skip-synthetic]
+        [--lung ../shared/data/lung-ct/lung1_image.nrrd]
 
 Pairs: a 256x256x160 synthetic volume at 1 mm, and the lung CT resampled to isotropic 1.5 mm,
 each deformed by the seed's low-frequency field. Timing does not depend on the weights: without a
