@@ -29,7 +29,7 @@ def write_scans(folder, count=2):
 
 def digest(folder):
     h = hashlib.sha256()
-    for path in sorted(folder.rglob("*.mha")):
+    for path in sorted(folder.rglob("*.mha")):  # images and fields, not figures
         h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
     return h.hexdigest()
 
@@ -42,6 +42,7 @@ def test_generate_writes_manifest_and_consistent_pairs(tmp_path):
     rows = list(csv.DictReader(open(summary.manifest)))
     assert list(rows[0]) == MANIFEST_COLUMNS
     assert {r["method"] for r in rows} == {"smooth", "blob"}
+    assert (tmp_path / "out" / "figures" / "scan0.png").stat().st_size > 5000
     row = rows[0]
     fixed = sitk.ReadImage(str(tmp_path / "out" / row["fixed"]))
     moving = sitk.ReadImage(str(tmp_path / "out" / row["moving"]))

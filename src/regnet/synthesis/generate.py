@@ -136,6 +136,23 @@ def _run_job_safe(args):
         return job, [], f"{job.path}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:160]}"
 
 
+def write_figures(out: Path, rows: list[dict]) -> None:
+    """``figures/<case>.png``: |u| of the low, medium and high frequency DVFs of each case's
+    first source, like the seed's Figure 2."""
+    from regnet.io.dvf import read_dvf
+    from regnet.reporting.figures import dvf_magnitude_figure
+
+    for case in sorted({r["case"] for r in rows}):
+        first = [r for r in rows if r["case"] == case and r["role"] == "F"
+                 and int(r["dsmooth"]) == min(int(x["dsmooth"]) for x in rows)]
+        if not first:
+            continue
+        fields = [read_dvf(out / r["dvf"]) for r in first]
+        dvf_magnitude_figure([f for f, _ in fields], [f"{r['frequency']} ({r['method']})"
+                                                      for r in first],
+                             fields[0][1].GetSpacing(), out / "figures" / f"{case}.png")
+
+
 @dataclass
 class GenerationSummary:
     pairs: int
@@ -201,5 +218,6 @@ def generate(images: list[str], out: str | Path, config: Config | None = None, s
     writer.writerows(rows)
     manifest = out / "manifest.csv"
     write_text_atomic(manifest, buffer.getvalue())
+    write_figures(out, rows)
     log.info("generated %d pairs in %s (%d source(s) failed)", len(rows), out, len(failed))
     return GenerationSummary(len(rows), failed, manifest)
