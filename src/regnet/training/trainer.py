@@ -11,6 +11,8 @@ import dataclasses
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -72,6 +74,10 @@ def check_data_fits(pairs: list[PairRecord], config: Config) -> tuple[float, int
     if len(spacings) != 1 or len(set(next(iter(spacings)))) != 1:
         raise RegNetError(f"training images must share one isotropic spacing; found {spacings}")
     return float(next(iter(spacings))[0]), config.network.dim
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -155,6 +161,9 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
     bar = tqdm(total=tcfg.steps, initial=start, desc="train", unit="step", disable=not main_rank)
     batches = iter(loader)
     net.train()
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM saves like Ctrl-C
+        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while step < tcfg.steps:
             t0 = time.perf_counter()
@@ -191,10 +200,12 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
     except KeyboardInterrupt:
         if main_rank:
             checkpoint(last_path, step)
-            log.warning("interrupted at step %d; saved %s (continue with --resume)", step,
+            log.warning("stopped at step %d; saved %s (continue with --resume)", step,
                         last_path)
         raise
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         bar.close()
         if writer:
             writer.close()
