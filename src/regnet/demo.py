@@ -64,7 +64,7 @@ def build_phantom(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.
     return volume.astype(np.float32), lungs, body
 
 
-def respiratory_dvf(lungs: np.ndarray, amplitude_mm: float = 7.0) -> np.ndarray:
+def respiratory_dvf(lungs: np.ndarray, amplitude_mm: float = 9.0) -> np.ndarray:
     """Smooth breathing-like field ``(D, H, W, 3)`` mm: z motion growing towards the bottom of
     the lungs, a little y (antero-posterior) expansion, blurred so it is smooth everywhere."""
     d = SIZE_ZYX[0]

@@ -24,7 +24,7 @@ def _reach(multi: bool, radius_full: int = 14, radius_low: int = 26) -> int:
 
 @torch.no_grad()
 def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, offset,
-                    device: torch.device, tile: int = 24, multi: bool = True,
+                    device: torch.device, tile: int = 40, multi: bool = True,
                     R: int = 14, Rlow: int = 26) -> np.ndarray:
     """Predict at centres ``offset + 2k`` (k = 0..m-1 per axis) of padded arrays.
 
@@ -36,9 +36,11 @@ def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, off
     counts = [(n - 2 * reach - 1 - o) // 2 + 1 for n, o in zip(moving.shape, offset, strict=True)]
     out = np.zeros(tuple(counts) + (ndim,), np.float32)
     pair = torch.from_numpy(np.stack([moving, fixed])[None].astype(np.float32))
-    starts = [range(0, m, tile) for m in counts]
+    # balanced tiles of at most `tile` centres per axis (no thin leftover tiles)
+    steps = [-(-m // -(-m // tile)) for m in counts]
+    starts = [range(0, m, step) for m, step in zip(counts, steps, strict=True)]
     for start in itertools.product(*starts):
-        size = [min(tile, m - s) for s, m in zip(start, counts, strict=True)]
+        size = [min(step, m - s) for s, m, step in zip(start, counts, steps, strict=True)]
         first = [reach + o + 2 * s for o, s in zip(offset, start, strict=True)]  # first centre
         full_box = tuple(slice(c - R, c + 2 * (k - 1) + R + 1) for c, k in zip(first, size,
                                                                                strict=True))
@@ -55,7 +57,7 @@ def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, off
 
 
 def predict_dense(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, device,
-                  multi: bool = True, tile: int = 24, phases: str = "one",
+                  multi: bool = True, tile: int = 40, phases: str = "one",
                   R: int = 14, Rlow: int = 26) -> np.ndarray:
     """Dense ``dvf_mm`` ``(D, H, W, C)`` for normalised ``moving``/``fixed`` on one grid.
 

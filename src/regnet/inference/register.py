@@ -79,7 +79,7 @@ def _resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> n
 
 
 def register(fixed, moving, model: str | Path | LoadedModel | None = None, device="auto",
-             fixed_mask=None, tile: int = 24, phases: str = "one") -> RegistrationResult:
+             fixed_mask=None, tile: int = 40, phases: str = "one") -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` in one forward pass of the network.
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
