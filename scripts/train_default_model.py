@@ -44,11 +44,35 @@ def prepare_scans(data: Path, folder: Path, spacing_mm: float) -> list[str]:
     return paths
 
 
-def ship(run: Path, name: str = "ct_lung_2mm") -> Path:
+def validation_table(work: Path, state: dict) -> str:
+    """Validation endpoint error per magnitude class next to identity, as a markdown table."""
+    from regnet.sampling.stream import read_manifests
+    from regnet.training.checkpoint import model_from_checkpoint
+    from regnet.training.validation import draw_validation_centres, validate
+
+    model, config = model_from_checkpoint(state)
+    pairs = [p for p in read_manifests([work / "pairs"], config.sampling.deformMethod)
+             if p.case in state["val_cases"]]
+    centres = draw_validation_centres(pairs, config.sampling, state["seed"])
+    result = validate(model, pairs, centres, config.sampling, torch.device("cpu"))
+    lines = ["| magnitude class (max-norm) | RegNet EPE (mm) | identity EPE (mm) |",
+             "|---|---|---|"]
+    bounds = [0.0, *config.sampling.classBalanced]
+    for c in range(len(bounds) - 1):
+        lines.append(f"| [{bounds[c]:g}, {bounds[c + 1]:g}) mm | {result[f'epe_class{c}']:.2f} "
+                     f"| {result[f'epe_identity_class{c}']:.2f} |")
+    lines.append(f"| all ({result['samples']} patches) | {result['epe']:.2f} | "
+                 f"{result['epe_identity']:.2f} |")
+    return "\n".join(lines)
+
+
+def ship(work: Path, name: str = "ct_lung_2mm") -> Path:
+    run = work / "run"
     state = load_checkpoint(run / "best.pt")
     target = MODELS / f"{name}.pt"
     save_checkpoint(target, {k: state[k] for k in ("config", "model", "step", "spacing_mm",
-                                                   "val_cases", "best")})
+                                                   "val_cases", "best", "seed")})
+    print(validation_table(work, state))
     index_path = MODELS / "models.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"models": {}}
     index["default"] = name
@@ -68,7 +92,7 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.work)
     if args.ship:
-        print(ship(work / "run"))
+        print(ship(work))
         return
     config = load_config(CONFIG)
     torch.set_num_threads(max(1, torch.get_num_threads()))
