@@ -32,7 +32,7 @@ def validate(model: nn.Module, pairs: list[PairRecord], centres, config: Samplin
     loss_fn = nn.HuberLoss(delta=1.0, reduction="sum")
     n_classes = len(config.classBalanced)
     err_sum, id_sum = np.zeros(n_classes), np.zeros(n_classes)
-    counts, loss_sum = np.zeros(n_classes), 0.0
+    counts, loss_sum, components = np.zeros(n_classes), 0.0, 1
     for pair, (pair_centres, labels) in zip(pairs, centres, strict=True):
         loaded = [load_pair(pair, config)]
         for s in range(0, len(pair_centres), batch_size):
@@ -42,6 +42,7 @@ def validate(model: nn.Module, pairs: list[PairRecord], centres, config: Samplin
             low = None if batch.low is None else batch.low.to(device)
             pred = model(batch.full.to(device), low).float().flatten(1).cpu()
             loss_sum += float(loss_fn(pred, batch.target))
+            components = batch.target.shape[1]
             epe = torch.linalg.norm(pred - batch.target, dim=1).numpy()
             epe_id = torch.linalg.norm(batch.target, dim=1).numpy()
             lab = batch.label.numpy()
@@ -50,7 +51,7 @@ def validate(model: nn.Module, pairs: list[PairRecord], centres, config: Samplin
             np.add.at(counts, lab, 1)
     model.train(was_training)
     total = max(counts.sum(), 1)
-    result = {"loss": loss_sum / total / pairs_dim(centres),
+    result = {"loss": loss_sum / total / components,
               "epe": err_sum.sum() / total, "epe_identity": id_sum.sum() / total,
               "samples": int(counts.sum())}
     for c in range(n_classes):
@@ -59,7 +60,3 @@ def validate(model: nn.Module, pairs: list[PairRecord], centres, config: Samplin
             result[f"epe_identity_class{c}"] = id_sum[c] / counts[c]
     return {k: float(v) if k != "samples" else v for k, v in result.items()}
 
-
-def pairs_dim(centres) -> int:
-    """Number of DVF components (2 or 3), from the centres' dimensionality."""
-    return centres[0][0].shape[1] if centres and len(centres[0][0]) else 3
