@@ -40,6 +40,13 @@ def test_resume_continues_exactly(dataset_2d, tmp_path):
 
 
 def test_bad_data_is_rejected_before_work(dataset_2d, tmp_path):
+    import dataclasses
+
+    config = config_2d()
+    narrow = dataclasses.replace(config, synthesis=dataclasses.replace(config.synthesis,
+                                                                       Border=10))
+    with pytest.raises(RegNetError, match="exceeds synthesis.Border"):
+        train([dataset_2d], tmp_path / "run", narrow)
     with pytest.raises(RegNetError, match="manifest not found"):
         train([tmp_path], tmp_path / "run", config_2d())
     (tmp_path / "empty").mkdir()
