@@ -80,3 +80,15 @@ def test_evaluate_command(tmp_path, oblique_image, capsys):
     assert result["jacobian"]["jac_min"] == pytest.approx(1.0, abs=1e-5)
     assert result["dice"]["before"]["mean"] == pytest.approx(1.0)
     assert result["dice"]["after"]["mean"] < 1.0  # a one-voxel shift along z moves the labels
+
+
+def test_report_command(tmp_path, oblique_image, capsys):
+    shape = oblique_image.GetSize()[::-1]
+    sitk.WriteImage(oblique_image, str(tmp_path / "fixed.mha"))
+    write_dvf(np.full(shape + (3,), 1.5, np.float32), oblique_image, tmp_path / "dvf.nii.gz")
+    code = main(["report", "--fixed", str(tmp_path / "fixed.mha"), "--moving",
+                 str(tmp_path / "fixed.mha"), "--dvf", str(tmp_path / "dvf.nii.gz"), "--out",
+                 str(tmp_path / "r")])
+    assert code == 0 and "report.png" in capsys.readouterr().out
+    assert (tmp_path / "r" / "report.png").stat().st_size > 20_000
+    assert "jac_nonpositive_fraction" in (tmp_path / "r" / "report.html").read_text()

@@ -55,6 +55,14 @@ def _compare(args) -> int:
     return compare_command(args)
 
 
+def _report(args) -> int:
+    from regnet.reporting.report import report_files
+
+    png, page = report_files(args.fixed, args.moving, args.dvf, args.out)
+    print(f"report: {png} and {page}")
+    return 0
+
+
 def _demo(args) -> int:
     from regnet.demo import run_demo
 
@@ -118,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="compare_out")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("report", help="report.png/html for any fixed, moving and DVF files")
+    p.add_argument("--fixed", required=True)
+    p.add_argument("--moving", required=True)
+    p.add_argument("--dvf", required=True, help="ITK displacement field on the fixed grid (mm)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("demo", help="register a built-in CT-like pair with the default model")
     p.add_argument("--out", default="demo_out")

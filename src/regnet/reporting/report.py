@@ -68,3 +68,24 @@ def write_report(out: str | Path, fixed: sitk.Image, moving_on_fixed_or_any: sit
     page_path = out / "report.html"
     write_text_atomic(page_path, page)
     return png, page_path
+
+
+def report_files(fixed_path, moving_path, dvf_path, out) -> tuple[Path, Path]:
+    """The report of any registration result (RegNet's, elastix's, ANTs') from its files."""
+    from regnet.errors import fail
+    from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
+    from regnet.geometry.warp import warp_image
+    from regnet.io.dvf import read_dvf
+    from regnet.io.images import read_image, same_grid
+
+    fixed, moving = read_image(fixed_path), read_image(moving_path)
+    dvf_mm, grid = read_dvf(dvf_path)
+    if not same_grid(grid, fixed):
+        raise fail(dvf_path, f"DVF grid {grid.GetSize()} does not match the fixed image grid "
+                   f"{fixed.GetSize()}")
+    moved = warp_image(moving, dvf_mm, fixed,
+                       default=float(sitk.GetArrayViewFromImage(moving).min()))
+    det = jacobian_determinant(dvf_mm, fixed.GetSpacing())
+    summary = {"fixed": str(fixed_path), "moving": str(moving_path), "dvf": str(dvf_path),
+               **jacobian_summary(det)}
+    return write_report(out, fixed, moving, moved, dvf_mm, det, summary)
