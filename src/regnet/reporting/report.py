@@ -27,7 +27,8 @@ def write_report(out: str | Path, fixed: sitk.Image, moving_on_fixed_or_any: sit
                                sitk.sitkFloat32)
     f, m, w = (sitk.GetArrayFromImage(x) for x in (fixed, moving, moved))
     lo, hi = np.percentile(f, [1, 99])
-    diff_max = max(float(np.percentile(np.abs(f - m), 99)), 1e-6)
+    diff_max = max(float(np.percentile(np.abs(f - m), 99)),
+                   float(np.percentile(np.abs(f - w), 99)), 1e-6)  # one scale, before and after
     rows = [("fixed", f, "gray", (lo, hi)), ("moving", m, "gray", (lo, hi)),
             ("moved", w, "gray", (lo, hi)),
             ("|fixed - moving|", np.abs(f - m), "magma", (0, diff_max)),
