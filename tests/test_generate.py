@@ -104,3 +104,18 @@ def test_unknown_config_key_is_rejected(tmp_path, capsys):
     code = main(["generate", "--images", "x.mha", "--out", str(tmp_path), "--config",
                  str(config)])
     assert code == 2 and "unknown key(s) ['sigmaBB']" in capsys.readouterr().err
+
+
+def test_moving_scans_give_second_role_and_2d_takes_middle_slice(tmp_path):
+    scans = write_scans(tmp_path, 2)
+    config = config_from_dict({"synthesis": {**SYNTH, "Dsmooth": [0]}})
+    summary = generate(scans[:1], tmp_path / "fm", config, moving_images=scans[1:])
+    rows = list(csv.DictReader(open(summary.manifest)))
+    assert sorted({r["role"] for r in rows}) == ["F", "M"] and len(rows) == 6
+    assert {r["source"] for r in rows if r["role"] == "M"} == {scans[1]}
+    flat = config_from_dict({"synthesis": {**SYNTH, "Dsmooth": [0], "Dim": "2D",
+                                           "spacing_mm": 1.0}})
+    summary = generate(scans[:1], tmp_path / "2d", flat)
+    row = next(csv.DictReader(open(summary.manifest)))
+    dvf, grid = read_dvf(tmp_path / "2d" / row["dvf"])
+    assert grid.GetDimension() == 2 and dvf.shape[-1] == 2
