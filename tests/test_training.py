@@ -85,7 +85,8 @@ def test_torchrun_ddp_two_processes_on_cpu(dataset_2d, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_port", str(29500 + os.getpid() % 1000), "-m", "regnet.cli", "train",
          "--data", str(dataset_2d), "--out", str(tmp_path / "ddp"), "--config", str(config),
-         "--device", "cpu"], env=env, capture_output=True, text=True, timeout=240)
+         "--device", "cpu"], env=env, capture_output=True, text=True, encoding="utf-8",
+        errors="replace", timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["step"] == 4

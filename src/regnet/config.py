@@ -186,7 +186,7 @@ def load_config(path: str | Path | None) -> Config:
     if not path.is_file():
         raise fail(path, "config file not found")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise RegNetError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
     return config_from_dict(values, str(path))

@@ -20,6 +20,7 @@ from scipy.ndimage import gaussian_filter
 from regnet.evaluation.metrics import endpoint_error
 from regnet.geometry.warp import warp_image
 from regnet.inference.register import register
+from regnet.io.atomic import write_text_atomic
 from regnet.io.images import write_image
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def run_demo(out: str | Path = "demo_out", model=None, device="auto", seed: int 
                "seconds_registration": result.summary["seconds_total"],
                "seconds_demo": round(time.perf_counter() - t0, 1),
                "model": result.summary["model"], "device": result.summary["device"]}
-    (out / "demo.json").write_text(json.dumps(summary, indent=1))
+    write_text_atomic(out / "demo.json", json.dumps(summary, indent=1))
     print(f"RegNet demo: CT-like phantom {SIZE_ZYX[::-1]} voxels at {SPACING_MM} mm, "
           f"known breathing-like DVF (max {np.abs(truth_mm).max():.1f} mm)\n"
           f"  endpoint error in the body: before {summary['epe_before_mm']:.2f} mm, "

@@ -29,7 +29,7 @@ class LoadedModel:
 def shipped_models() -> dict:
     if not INDEX.is_file():
         return {"default": None, "models": {}}
-    return json.loads(INDEX.read_text())
+    return json.loads(INDEX.read_text(encoding="utf-8"))
 
 
 def resolve_model(model: str | Path | None) -> tuple[Path, str | None]:

@@ -39,7 +39,7 @@ def read_landmarks(path: str | Path, image: sitk.Image | None = None,
     path = Path(path)
     if not path.is_file():
         raise fail(path, "landmark file not found")
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     if path.suffix.lower() == ".pts" or (lines and lines[0].strip().lower() in ("point",
                                                                               "index")):
         kind = lines[0].strip().lower()
