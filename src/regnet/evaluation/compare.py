@@ -8,6 +8,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from regnet.errors import fail
 from regnet.evaluation.elastix import elastix_bspline
 from regnet.evaluation.metrics import endpoint_error
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
@@ -26,7 +27,7 @@ def compare(fixed, moving, truth=None, model=None, device="auto", out=None) -> d
     if truth:
         truth_mm, truth_grid = read_dvf(truth)
         if not same_grid(truth_grid, fixed_img):
-            raise ValueError(f"{truth}: the true DVF must lie on the fixed image's grid")
+            raise fail(truth, "the true DVF must lie on the fixed image's grid")
     regnet_result = register(fixed_img, moving_img, model=model, device=device)
     moving_on_fixed = moving_img if same_grid(moving_img, fixed_img) else resample_to_grid(
         moving_img, fixed_img, float(sitk.GetArrayViewFromImage(moving_img).min()))
