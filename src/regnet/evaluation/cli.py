@@ -14,7 +14,7 @@ from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
 from regnet.io.atomic import write_text_atomic
 from regnet.io.dvf import read_dvf
-from regnet.io.images import load_mask, read_image, same_grid
+from regnet.io.images import load_mask, read_image, resample_to_grid, same_grid
 from regnet.io.landmarks import read_landmarks
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,13 @@ def evaluate(dvf_path, truth=None, fixed_landmarks=None, moving_landmarks=None,
             raise RegNetError("Dice needs both --fixed-labels and --moving-labels")
         fixed_lab = read_image(fixed_labels)
         moving_lab = read_image(moving_labels)
-        warped = warp_image(moving_lab, dvf_mm, grid, interpolator=sitk.sitkNearestNeighbor)
-        fixed_on_grid = fixed_lab if same_grid(fixed_lab, grid) else sitk.Resample(
-            fixed_lab, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0, sitk.sitkFloat32)
+        nearest = sitk.sitkNearestNeighbor
+        warped = warp_image(moving_lab, dvf_mm, grid, interpolator=nearest)
+        fixed_on_grid = fixed_lab if same_grid(fixed_lab, grid) else resample_to_grid(
+            fixed_lab, grid, 0.0, nearest)
         a = np.rint(sitk.GetArrayFromImage(fixed_on_grid)).astype(np.int64)
         b = np.rint(sitk.GetArrayFromImage(warped)).astype(np.int64)
-        unwarped = sitk.Resample(moving_lab, grid, sitk.Transform(), sitk.sitkNearestNeighbor,
-                                 0.0, sitk.sitkFloat32)
+        unwarped = resample_to_grid(moving_lab, grid, 0.0, nearest)
         c = np.rint(sitk.GetArrayFromImage(unwarped)).astype(np.int64)
         results["dice"] = {"before": dice(a, c), "after": dice(a, b)}
     return results

@@ -11,20 +11,19 @@ import numpy as np
 import SimpleITK as sitk
 
 from regnet.io.atomic import write_text_atomic
+from regnet.io.images import resample_to_grid, same_grid
 from regnet.reporting.figures import checkerboard, orthogonal_slices, plt, save_figure
 
 
-def write_report(out: str | Path, fixed: sitk.Image, moving_on_fixed_or_any: sitk.Image,
+def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
                  moved: sitk.Image, dvf_mm: np.ndarray, jacobian: np.ndarray,
                  summary: dict) -> tuple[Path, Path]:
     """Rows: fixed, moving, moved, |fixed - moving|, |fixed - moved|, |u|, Jacobian,
     checkerboard(fixed, moved); one column per orthogonal slice."""
     out = Path(out)
     spacing = fixed.GetSpacing()
-    moving = moving_on_fixed_or_any
-    if moving.GetSize() != fixed.GetSize():
-        moving = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, 0.0,
-                               sitk.sitkFloat32)
+    if not same_grid(moving, fixed):  # show the moving image on the fixed grid
+        moving = resample_to_grid(moving, fixed)
     f, m, w = (sitk.GetArrayFromImage(x) for x in (fixed, moving, moved))
     lo, hi = np.percentile(f, [1, 99])
     diff_max = max(float(np.percentile(np.abs(f - m), 99)),
@@ -77,7 +76,7 @@ def report_files(fixed_path, moving_path, dvf_path, out) -> tuple[Path, Path]:
     from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
     from regnet.geometry.warp import warp_image
     from regnet.io.dvf import read_dvf
-    from regnet.io.images import read_image, same_grid
+    from regnet.io.images import read_image
 
     fixed, moving = read_image(fixed_path), read_image(moving_path)
     dvf_mm, grid = read_dvf(dvf_path)
