@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
 from regnet.config import SamplingConfig
 from regnet.sampling.classes import NO_CLASS, draw_balanced_centres, voxel_classes
 from regnet.sampling.patches import centre_targets, extract_patches, normalize
+from regnet.sampling.stream import augment
 
 
 def test_class_rules_by_hand():
@@ -45,6 +47,50 @@ def test_patches_two_scales_and_target():
     assert low[1, 0, 13, 13, 13] == moving[27, 28, 29] and low[1, 0, 0, 0, 1] == moving[1, 2, 5]
     dvf = np.random.default_rng(1).normal(size=(60, 61, 62, 3)).astype(np.float32)
     np.testing.assert_array_equal(centre_targets(dvf, centres)[1], dvf[27, 28, 29])
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_flips_and_permutations_move_the_target_with_the_patches(dim):
+    """fixed(x) = moving(x + u) with an integer u (1 mm voxels); after any flip/permutation
+    the augmented pair must still satisfy it with the augmented target."""
+    rng = np.random.default_rng(dim)
+    moving = rng.normal(size=(40,) * dim).astype(np.float32)
+    u_xyz = np.array([3, -2, 1][:dim])  # voxels = mm
+    u_axes = u_xyz[::-1]
+    fixed = np.roll(moving, tuple(-u_axes), axis=tuple(range(dim)))  # fixed(x) = moving(x+u)
+    centre = np.array([[20] * dim])
+    full = extract_patches(moving, fixed, centre, 6).repeat(12, 0)
+    target = np.tile(u_xyz.astype(np.float32), (12, 1))
+    flips = rng.random((12, dim)) < 0.5
+    perms = np.argsort(rng.random((12, dim)), axis=1)
+    perms[0] = np.arange(dim)[::-1]  # a transposition is certainly among them
+    augment(full, None, target, flips, perms)
+    for k in range(12):
+        shift = target[k, ::-1].astype(int)  # array-axis order
+        c = np.array([6] * dim)
+        window = tuple(slice(a - 2, a + 3) for a in c)
+        moved = tuple(slice(a - 2 + s, a + 3 + s) for a, s in zip(c, shift, strict=True))
+        np.testing.assert_array_equal(full[k, 1][window], full[k, 0][moved])
+    assert sorted(np.abs(target[0]).tolist()) == sorted(np.abs(u_xyz).tolist())
+
+
+def test_stream_batches_do_not_depend_on_worker_count(dataset_2d):
+    from torch.utils.data import DataLoader
+
+    from regnet.sampling.stream import PatchStream, read_manifests
+    from tests.helpers import config_2d
+
+    config = config_2d()
+    pairs = read_manifests([dataset_2d])
+    batches = {}
+    for workers in (0, 2):
+        stream = PatchStream(pairs, config.sampling, 8, seed=3, start_step=5,
+                             augment_flips=True, augment_permute=True)
+        loader = iter(DataLoader(stream, batch_size=None, num_workers=workers))
+        batches[workers] = [next(loader) for _ in range(6)]
+        del loader
+    for a, b in zip(batches[0], batches[2], strict=True):
+        assert torch.equal(a.full, b.full) and torch.equal(a.target, b.target)
 
 
 def test_normalization():

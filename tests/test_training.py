@@ -13,7 +13,7 @@ import torch
 
 from regnet.errors import RegNetError
 from regnet.training.checkpoint import load_checkpoint
-from regnet.training.trainer import train
+from regnet.training.trainer import learning_rate, train
 from tests.helpers import config_2d
 
 
@@ -26,6 +26,21 @@ def test_learning_beats_identity_on_held_out_case(trained_2d):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     for c in range(3):
         assert f"epe_class{c}" in val
+
+
+def test_cosine_schedule_by_hand():
+    assert learning_rate(1e-3, "cosine", 0.0) == pytest.approx(1e-3)
+    assert learning_rate(1e-3, "cosine", 0.5) == pytest.approx(5e-4)
+    assert learning_rate(1e-3, "cosine", 1.0) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(1e-3, "constant", 0.9) == 1e-3
+
+
+def test_max_minutes_stops_validates_and_saves(dataset_2d, tmp_path):
+    config = config_2d(steps=100000, val_every=100000, lr_schedule="cosine")
+    summary = train([dataset_2d], tmp_path / "run", config, max_minutes=0.05)
+    assert 0 < summary["steps"] < 100000
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == summary["steps"]
+    assert (tmp_path / "run" / "best.pt").is_file() and "abs_error_x" in summary["validation"]
 
 
 def test_resume_continues_exactly(dataset_2d, tmp_path):

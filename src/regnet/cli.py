@@ -28,7 +28,8 @@ def _train(args) -> int:
     from regnet.training.trainer import train
 
     result = train(args.data, args.out, load_config(args.config), steps=args.steps,
-                   resume=args.resume, device=args.device, seed=args.seed)
+                   resume=args.resume, device=args.device, seed=args.seed,
+                   max_minutes=args.max_minutes)
     print(json.dumps(result, indent=1))
     return 0
 
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config")
     p.add_argument("--steps", type=int, help="total optimisation steps (overrides config)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    p.add_argument("--max-minutes", type=float,
+                   help="stop (and save) after this wall time; a cosine schedule then decays "
+                        "by whichever of steps or time runs out first")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)

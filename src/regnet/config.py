@@ -106,11 +106,18 @@ class TrainingConfig:
     val_fraction: float = 0.2  # share of cases (patients) held out, at least one
     val_cases: tuple = ()  # explicit validation cases; overrides val_fraction
     augment_flips: bool = False
+    augment_permute: bool = False  # random axis permutations (90-degree rotations/reflections)
+    lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * progress)) / 2
     num_workers: int = 1
 
     def validate(self, where="training") -> None:
         if self.lr <= 0 or self.batch_size < 1 or self.steps < 0 or self.val_every < 1:
             raise fail(where, "lr, batch_size and val_every must be positive, steps >= 0")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise fail(where, f"lr_schedule must be 'constant' or 'cosine', got "
+                       f"{self.lr_schedule!r}")
+        if self.num_workers < 0:
+            raise fail(where, f"num_workers must be >= 0, got {self.num_workers}")
         if not 0 < self.val_fraction < 1:
             raise fail(where, f"val_fraction must lie in (0, 1), got {self.val_fraction}")
 

@@ -127,10 +127,38 @@ class PatchBatch:
     label: torch.Tensor
 
 
+def augment(full: np.ndarray, low: np.ndarray | None, target: np.ndarray,
+            flips: np.ndarray | None, perms: np.ndarray | None) -> None:
+    """Mirror and permute the array axes of each sample in place, with its target.
+
+    full/low ``(N, 2, *spatial)``, target ``(N, ndim)`` (x, y(, z)); flips ``(N, ndim)`` bool
+    over array axes; perms ``(N, ndim)``: new array axis i of sample k is old axis
+    ``perms[k, i]``. Mirroring or permuting the grid maps a displacement u to the same
+    mirror/permutation of u, so the targets follow the patches exactly.
+    """
+    ndim = target.shape[1]
+    for k in range(len(target)):
+        u_axes = target[k, ::-1].copy()  # array-axis order (z, y, x)
+        if flips is not None and flips[k].any():
+            axes = [1 + a for a in range(ndim) if flips[k, a]]
+            full[k] = np.flip(full[k], axes).copy()
+            if low is not None:
+                low[k] = np.flip(low[k], axes).copy()
+            u_axes[flips[k]] *= -1
+        if perms is not None:
+            order = (0, *(1 + perms[k]))
+            full[k] = full[k].transpose(order).copy()
+            if low is not None:
+                low[k] = low[k].transpose(order).copy()
+            u_axes = u_axes[perms[k]]
+        target[k] = u_axes[::-1]
+
+
 def cut_batch(pair_list: list[LoadedPair], which: np.ndarray, centres: np.ndarray,
-              labels: np.ndarray, config: SamplingConfig, flips: np.ndarray | None = None
-              ) -> PatchBatch:
-    """Cut the patches of centres ``centres[i]`` in pair ``which[i]``; optionally flip axes."""
+              labels: np.ndarray, config: SamplingConfig, flips: np.ndarray | None = None,
+              perms: np.ndarray | None = None) -> PatchBatch:
+    """Cut the patches of centres ``centres[i]`` in pair ``which[i]``; optionally augment
+    them with axis flips and permutations (:func:`augment`)."""
     full, low, target = [], [], []
     for k in range(len(centres)):
         p = pair_list[which[k]]
@@ -141,16 +169,8 @@ def cut_batch(pair_list: list[LoadedPair], which: np.ndarray, centres: np.ndarra
         target.append(centre_targets(p.dvf_mm, c))
     full_a, target_a = np.concatenate(full), np.concatenate(target)
     low_a = np.concatenate(low) if low else None
-    if flips is not None:  # flips[k, a]: mirror array axis a (z, y, x) of sample k
-        ndim = full_a.ndim - 2
-        for k in range(len(full_a)):
-            axes = [2 + a for a in range(ndim) if flips[k, a]]
-            if axes:
-                full_a[k] = np.flip(full_a[k], [a - 1 for a in axes])
-                if low_a is not None:
-                    low_a[k] = np.flip(low_a[k], [a - 1 for a in axes])
-                for a in axes:
-                    target_a[k, ndim - 1 - (a - 2)] *= -1  # array axis -> x,y,z component
+    if flips is not None or perms is not None:
+        augment(full_a, low_a, target_a, flips, perms)
     return PatchBatch(torch.from_numpy(np.ascontiguousarray(full_a)),
                       None if low_a is None else torch.from_numpy(np.ascontiguousarray(low_a)),
                       torch.from_numpy(target_a), torch.from_numpy(labels.astype(np.int64)))
@@ -165,10 +185,11 @@ class PatchStream(IterableDataset):
     """
 
     def __init__(self, pairs: list[PairRecord], config: SamplingConfig, batch_size: int,
-                 seed: int = 0, start_step: int = 0, rank: int = 0, augment_flips=False):
+                 seed: int = 0, start_step: int = 0, rank: int = 0, augment_flips=False,
+                 augment_permute=False):
         self.pairs, self.config, self.batch_size = pairs, config, batch_size
         self.seed, self.start_step, self.rank = seed, start_step, rank
-        self.augment_flips = augment_flips
+        self.augment_flips, self.augment_permute = augment_flips, augment_permute
         self.per_chunk = min(config.numberOfImagesPerChunk, len(pairs))
         self.chunks_per_epoch = -(-len(pairs) // self.per_chunk)
         self.batches_per_chunk = max(1, self.per_chunk * config.samplesPerImage // batch_size)
@@ -198,18 +219,33 @@ class PatchStream(IterableDataset):
         labels_a = np.concatenate(labels)
         order = rng.permutation(len(which_a))
         order = np.resize(order, total)  # repeat if classes were short
-        flips = rng.random((total, centres_a.shape[1])) < 0.5 if self.augment_flips else None
-        return loaded, which_a[order], centres_a[order], labels_a[order], flips
+        ndim = centres_a.shape[1]
+        flips = rng.random((total, ndim)) < 0.5 if self.augment_flips else None
+        perms = (np.argsort(rng.random((total, ndim)), axis=1) if self.augment_permute
+                 else None)
+        return loaded, which_a[order], centres_a[order], labels_a[order], flips, perms
 
     def __iter__(self) -> Iterator[PatchBatch]:
+        """Yield the batches of steps ``start_step, start_step + 1, ...``.
+
+        Inside a DataLoader with W worker processes, worker w cuts the steps ``start_step + w
+        + jW``; the loader takes one batch from each worker in turn, so the order of batches is
+        the same for every W. Each worker reads every chunk (ahead, in a thread).
+        """
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
         g, offset = divmod(self.start_step, self.batches_per_chunk)
         with ThreadPoolExecutor(max_workers=1) as reader:
             upcoming = reader.submit(self.load_chunk, g)
             while True:
-                loaded, which, centres, labels, flips = upcoming.result()
+                loaded, which, centres, labels, flips, perms = upcoming.result()
                 upcoming = reader.submit(self.load_chunk, g + 1)  # read ahead
                 for b in range(offset, self.batches_per_chunk):
+                    step = g * self.batches_per_chunk + b
+                    if (step - self.start_step) % workers != worker:
+                        continue
                     s = slice(b * self.batch_size, (b + 1) * self.batch_size)
                     yield cut_batch(loaded, which[s], centres[s], labels[s], self.config,
-                                    None if flips is None else flips[s])
+                                    None if flips is None else flips[s],
+                                    None if perms is None else perms[s])
                 g, offset = g + 1, 0

@@ -80,14 +80,35 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _all_ranks_agree(flag: bool, world: int, dev: torch.device) -> bool:
+    """True when any rank says so (every rank stops at the same step under DDP)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _distributed() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def learning_rate(base_lr: float, schedule: str, progress: float) -> float:
+    """Learning rate at ``progress`` in [0, 1] of the run: constant, or cosine decay to 0."""
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return base_lr
+
+
 def train(data, out, config: Config | None = None, steps: int | None = None, resume=False,
-          device="auto", seed: int = 0) -> dict:
-    """Train and return a summary (best validation endpoint error, identity error, timing)."""
+          device="auto", seed: int = 0, max_minutes: float | None = None) -> dict:
+    """Train and return a summary (best validation endpoint error, identity error, timing).
+
+    ``max_minutes`` ends the run (validating and saving as at the last step) once that much
+    wall time has passed; progress for the learning-rate schedule is then the larger of the
+    step and time fractions, so a cosine schedule reaches zero when time runs out.
+    """
     config = config or Config()
     if steps is not None:
         config = dataclasses.replace(config, training=dataclasses.replace(config.training,
@@ -95,6 +116,8 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
     out = Path(out)
     world, rank, local_rank = _distributed()
     dev = pick_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: pick the fastest kernels
     if world > 1:
         if dev.type == "cuda":
             dev = torch.device("cuda", local_rank)
@@ -148,15 +171,30 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
             "step": step, "best": best, "seed": seed, "spacing_mm": spacing_mm,
             "val_cases": sorted({p.case for p in val_pairs})})
 
+    def validate_and_keep_best(step: int) -> dict:
+        nonlocal best
+        result = validate(model, val_pairs, val_centres, sampling, dev)
+        for key, value in result.items():
+            if key != "samples":
+                writer.add_scalar(f"val/{key}", value, step)
+        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+        if result["epe"] < best:
+            best = result["epe"]
+            checkpoint(out / "best.pt", step)
+        log.info("step %d: validation EPE %.3f mm (identity %.3f mm)", step, result["epe"],
+                 result["epe_identity"])
+        return result
+
     stream = PatchStream(train_pairs, sampling, tcfg.batch_size, seed, start, rank,
-                         tcfg.augment_flips)
+                         tcfg.augment_flips, tcfg.augment_permute)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=tcfg.num_workers,
-                                         prefetch_factor=4 if tcfg.num_workers else None)
+                                         prefetch_factor=4 if tcfg.num_workers else None,
+                                         pin_memory=dev.type == "cuda")
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
                 else nullcontext())
     wait_s = compute_s = 0.0
     losses, last_val = [], {}
-    step = start
+    step, out_of_time = start, False
     t_start = time.perf_counter()
     bar = tqdm(total=tcfg.steps, initial=start, desc="train", unit="step", disable=not main_rank)
     batches = iter(loader)
@@ -166,6 +204,14 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
         previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while step < tcfg.steps:
+            progress = step / max(tcfg.steps, 1)
+            if max_minutes:
+                progress = max(progress, (time.perf_counter() - t_start) / (60 * max_minutes))
+                if _all_ranks_agree(progress >= 1.0, world, dev):
+                    out_of_time = True
+                    break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(tcfg.lr, tcfg.lr_schedule, progress)
             t0 = time.perf_counter()
             batch = next(batches)
             t1 = time.perf_counter()
@@ -186,17 +232,13 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
                 writer.add_scalar("train/data_wait_share", wait_s / (wait_s + compute_s), step)
                 bar.set_postfix(loss=f"{np.mean(losses[-tcfg.log_every:]):.3f}")
             if main_rank and (step % tcfg.val_every == 0 or step == tcfg.steps):
-                last_val = validate(model, val_pairs, val_centres, sampling, dev)
-                for key, value in last_val.items():
-                    if key != "samples":
-                        writer.add_scalar(f"val/{key}", value, step)
-                if last_val["epe"] < best:
-                    best = last_val["epe"]
-                    checkpoint(out / "best.pt", step)
-                log.info("step %d: validation EPE %.3f mm (identity %.3f mm)", step,
-                         last_val["epe"], last_val["epe_identity"])
+                last_val = validate_and_keep_best(step)
             if main_rank and (step % tcfg.checkpoint_every == 0 or step == tcfg.steps):
                 checkpoint(last_path, step)
+        if main_rank and out_of_time:
+            log.info("--max-minutes %g reached at step %d", max_minutes, step)
+            last_val = validate_and_keep_best(step)
+            checkpoint(last_path, step)
     except KeyboardInterrupt:
         if main_rank:
             checkpoint(last_path, step)

@@ -26,13 +26,15 @@ def draw_validation_centres(pairs: list[PairRecord], config: SamplingConfig, see
 @torch.no_grad()
 def validate(model: nn.Module, pairs: list[PairRecord], centres, config: SamplingConfig,
              device: torch.device, batch_size: int = 500) -> dict:
-    """Mean Huber loss and endpoint error (mm) over the validation centres, by class too."""
+    """Mean Huber loss and endpoint error (mm) over the validation centres, by class too, and
+    the mean absolute error of each component (``abs_error_x`` ...)."""
     was_training = model.training
     model.eval()
     loss_fn = nn.HuberLoss(delta=1.0, reduction="sum")
     n_classes = len(config.classBalanced)
     err_sum, id_sum = np.zeros(n_classes), np.zeros(n_classes)
     counts, loss_sum, components = np.zeros(n_classes), 0.0, 1
+    abs_sum = None  # per DVF component (x, y(, z)): mean absolute error
     for pair, (pair_centres, labels) in zip(pairs, centres, strict=True):
         loaded = [load_pair(pair, config)]
         for s in range(0, len(pair_centres), batch_size):
@@ -44,6 +46,8 @@ def validate(model: nn.Module, pairs: list[PairRecord], centres, config: Samplin
             loss_sum += float(loss_fn(pred, batch.target))
             components = batch.target.shape[1]
             epe = torch.linalg.norm(pred - batch.target, dim=1).numpy()
+            abs_err = (pred - batch.target).abs().sum(0).numpy()
+            abs_sum = abs_err if abs_sum is None else abs_sum + abs_err
             epe_id = torch.linalg.norm(batch.target, dim=1).numpy()
             lab = batch.label.numpy()
             np.add.at(err_sum, lab, epe)
@@ -54,6 +58,8 @@ def validate(model: nn.Module, pairs: list[PairRecord], centres, config: Samplin
     result = {"loss": loss_sum / total / components,
               "epe": err_sum.sum() / total, "epe_identity": id_sum.sum() / total,
               "samples": int(counts.sum())}
+    for axis, value in zip("xyz", abs_sum if abs_sum is not None else [], strict=False):
+        result[f"abs_error_{axis}"] = value / total
     for c in range(n_classes):
         if counts[c]:
             result[f"epe_class{c}"] = err_sum[c] / counts[c]
