@@ -47,8 +47,9 @@ class RegistrationResult:
     jacobian: np.ndarray
     summary: dict = field(default_factory=dict)
 
-    def save(self, out: str | Path, report: bool = True) -> Path:
-        """Write dvf.nii.gz, moved.nii.gz, summary.json (and report.png/html) into ``out``."""
+    def save(self, out: str | Path, report: bool = True, extra_rows=()) -> Path:
+        """Write dvf.nii.gz, moved.nii.gz, summary.json (and report.png/html, with
+        ``extra_rows`` as in :func:`~regnet.reporting.report.write_report`) into ``out``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_dvf(self.dvf_mm, self.fixed, out / "dvf.nii.gz")
@@ -57,7 +58,7 @@ class RegistrationResult:
             from regnet.reporting.report import write_report
 
             write_report(out, self.fixed, self.moving, self.moved, self.dvf_mm, self.jacobian,
-                         self.summary)
+                         self.summary, extra_rows)
         write_text_atomic(out / "summary.json", json.dumps(self.summary, indent=1))
         return out
 

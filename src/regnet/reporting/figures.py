@@ -14,16 +14,18 @@ import numpy as np  # noqa: E402
 from regnet.io.atomic import atomic_path  # noqa: E402
 
 
-def orthogonal_slices(volume: np.ndarray, spacing_xyz) -> list[tuple[str, np.ndarray, float]]:
-    """Middle axial, coronal and sagittal slices of ``(D, H, W)`` (or the image itself in 2D),
-    each with its display aspect ratio (row spacing / column spacing)."""
+def orthogonal_slices(volume: np.ndarray, spacing_xyz, centre_zyx=None
+                      ) -> list[tuple[str, np.ndarray, float]]:
+    """Axial, coronal and sagittal slices of ``(D, H, W)`` through ``centre_zyx`` (default the
+    middle voxel), or the image itself in 2D, each with its display aspect ratio (row spacing
+    / column spacing)."""
     if volume.ndim == 2:
         return [("slice", volume, spacing_xyz[1] / spacing_xyz[0])]
-    d, h, w = volume.shape[:3]
+    d, h, w = centre_zyx if centre_zyx is not None else [n // 2 for n in volume.shape[:3]]
     sx, sy, sz = spacing_xyz
-    return [("axial", volume[d // 2], sy / sx),
-            ("coronal", volume[:, h // 2][::-1], sz / sx),
-            ("sagittal", volume[:, :, w // 2][::-1], sz / sy)]
+    return [("axial", volume[d], sy / sx),
+            ("coronal", volume[:, h][::-1], sz / sx),
+            ("sagittal", volume[:, :, w][::-1], sz / sy)]
 
 
 def checkerboard(a: np.ndarray, b: np.ndarray, squares: int = 8) -> np.ndarray:

@@ -9,17 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy.ndimage import gaussian_filter
 
 from regnet.io.atomic import write_text_atomic
 from regnet.io.images import resample_to_grid, same_grid
 from regnet.reporting.figures import checkerboard, orthogonal_slices, plt, save_figure
 
 
+def largest_motion_voxel(dvf_mm: np.ndarray) -> tuple[int, ...]:
+    """Array index of the largest |u| after smoothing over ~4 voxels: where slices show most."""
+    magnitude = gaussian_filter(np.linalg.norm(dvf_mm, axis=-1), 4.0)
+    return np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
+
+
 def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
                  moved: sitk.Image, dvf_mm: np.ndarray, jacobian: np.ndarray,
-                 summary: dict) -> tuple[Path, Path]:
+                 summary: dict, extra_rows=()) -> tuple[Path, Path]:
     """Rows: fixed, moving, moved, |fixed - moving|, |fixed - moved|, |u|, Jacobian,
-    checkerboard(fixed, moved); one column per orthogonal slice."""
+    checkerboard(fixed, moved), then ``extra_rows`` ``(title, volume (D, H, W), cmap,
+    (vmin, vmax) or None)``; one column per orthogonal slice, through the voxel of largest
+    motion."""
     out = Path(out)
     spacing = fixed.GetSpacing()
     if not same_grid(moving, fixed):  # show the moving image on the fixed grid
@@ -34,21 +43,28 @@ def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
             ("|fixed - moved|", np.abs(f - w), "magma", (0, diff_max)),
             ("|u| (mm)", np.linalg.norm(dvf_mm, axis=-1), "jet", None),
             ("Jacobian det", jacobian, "RdBu_r", (0.0, 2.0)),
-            ("checkerboard fixed/moved", None, "gray", (lo, hi))]
-    columns = len(orthogonal_slices(f, spacing))
-    if columns == 1:  # 2D: the eight panels on a 2 x 4 grid
-        fig, grid = plt.subplots(2, 4, figsize=(13, 6.4))
-        axes = grid.reshape(len(rows), 1)
+            ("checkerboard fixed/moved", None, "gray", (lo, hi)), *extra_rows]
+    centre = largest_motion_voxel(dvf_mm) if f.ndim == 3 else None
+
+    def cut(volume):
+        return orthogonal_slices(volume, spacing, centre)
+
+    columns = len(cut(f))
+    if columns == 1:  # 2D: the panels on rows of 4
+        n_rows = -(-len(rows) // 4)
+        fig, grid = plt.subplots(n_rows, 4, figsize=(13, 3.2 * n_rows), squeeze=False)
+        for ax in grid.flat[len(rows):]:
+            ax.axis("off")
+        axes = grid.reshape(-1, 1)[:len(rows)]
     else:
         fig, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 2.6 * len(rows)),
                                  squeeze=False)
     for r, (title, volume, cmap, limits) in enumerate(rows):
         if volume is None:
             slices = [(n, checkerboard(a, b), asp) for (n, a, asp), (_, b, _) in
-                      zip(orthogonal_slices(f, spacing), orthogonal_slices(w, spacing),
-                          strict=True)]
+                      zip(cut(f), cut(w), strict=True)]
         else:
-            slices = orthogonal_slices(volume, spacing)
+            slices = cut(volume)
         for c, (name, image, aspect) in enumerate(slices):
             ax = axes[r, c]
             vmin, vmax = limits if limits else (0, float(image.max()) or 1.0)
