@@ -77,11 +77,12 @@ def validation_table(work: Path, state: dict, device: str = "cpu") -> str:
                  f"{result['epe_identity']:.2f} |")
     lines.append("")
     lines.append("Mean absolute error per component (mm): " + ", ".join(
-        f"{a} {result[f'abs_error_{a}']:.2f}" for a in "xyz"))
+        f"{a} {result[f'abs_error_{a}']:.2f}" for a in "xyz" if f"abs_error_{a}" in result))
     return "\n".join(lines)
 
 
-def ship(work: Path, name: str = "ct_lung_2mm", device: str = "cpu") -> tuple[Path, str]:
+def ship(work: Path, name: str = "ct_lung_2mm", device: str = "cpu", default_key="default"
+         ) -> tuple[Path, str]:
     run = work / "run"
     state = load_checkpoint(run / "best.pt")
     target = MODELS / f"{name}.pt"
@@ -91,7 +92,7 @@ def ship(work: Path, name: str = "ct_lung_2mm", device: str = "cpu") -> tuple[Pa
     print(table)
     index_path = MODELS / "models.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"models": {}}
-    index["default"] = name
+    index[default_key] = name
     index["models"][name] = {"file": target.name, "sha256": sha256(target)}
     index_path.write_text(json.dumps(index, indent=1) + "\n")
     return target, table

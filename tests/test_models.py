@@ -72,3 +72,20 @@ def test_shipped_default_model_recovers_the_demo_field(tmp_path):
     summary = run_demo(tmp_path / "demo", device="cpu")
     assert summary["improvement"] >= 3.0
     assert summary["jac_nonpositive_fraction"] < 1e-3
+
+
+@pytest.mark.skipif(models.shipped_models().get("default_2d") is None,
+                    reason="no 2D default model shipped")
+def test_2d_images_get_the_shipped_2d_default_and_a_shift_is_recovered():
+    import SimpleITK as sitk
+
+    from regnet.inference.register import register
+    from tests.helpers import textured_image
+
+    image = textured_image((96, 110), 7)
+    fixed = sitk.GetImageFromArray(image)
+    moving = sitk.GetImageFromArray(np.roll(image, 2, axis=1))  # fixed(x) = moving(x + 2 mm)
+    result = register(fixed, moving, device="cpu")
+    assert result.summary["model"].endswith("mr_brain_2d.pt")
+    centre = result.dvf_mm[30:-30, 30:-30]
+    assert abs(centre[..., 0].mean() - 2.0) < 0.5 and abs(centre[..., 1].mean()) < 0.5

@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed", required=True)
     p.add_argument("--moving", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--model", help="model name or checkpoint path (default: shipped model)")
+    p.add_argument("--model", help="model name or checkpoint path (default: the shipped "
+                   "model for the images' dimension: ct_lung_2mm in 3D, mr_brain_2d in 2D)")
     p.add_argument("--fixed-mask", help="report Jacobian statistics inside this mask")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

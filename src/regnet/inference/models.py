@@ -13,7 +13,8 @@ from regnet.errors import RegNetError, fail
 from regnet.training.checkpoint import load_checkpoint, model_from_checkpoint, sha256
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-INDEX = MODELS_DIR / "models.json"  # {"default": "name", "models": {name: {file, sha256}}}
+# {"default": 3D name, "default_2d": 2D name, "models": {name: {file, sha256}}}
+INDEX = MODELS_DIR / "models.json"
 
 
 @dataclass
@@ -32,13 +33,18 @@ def shipped_models() -> dict:
     return json.loads(INDEX.read_text(encoding="utf-8"))
 
 
-def resolve_model(model: str | Path | None) -> tuple[Path, str | None]:
-    """Path of a model and, for a shipped one, its expected sha256."""
+def default_key(dim: int) -> str:
+    return "default_2d" if dim == 2 else "default"
+
+
+def resolve_model(model: str | Path | None, dim: int = 3) -> tuple[Path, str | None]:
+    """Path of a model and, for a shipped one, its expected sha256. ``None``: the shipped
+    default for ``dim``-dimensional images."""
     index = shipped_models()
     if model is None:
-        model = index.get("default")
+        model = index.get(default_key(dim))
         if model is None:
-            raise RegNetError("no default model is shipped in this installation; "
+            raise RegNetError(f"no default {dim}D model is shipped in this installation; "
                               "pass --model NAME|PATH (a checkpoint from `regnet train`)")
     entry = index["models"].get(str(model))
     if entry is not None:
@@ -50,8 +56,8 @@ def resolve_model(model: str | Path | None) -> tuple[Path, str | None]:
                f"(shipped: {sorted(index['models'])})")
 
 
-def load_model(model: str | Path | None = None) -> LoadedModel:
-    path, expected = resolve_model(model)
+def load_model(model: str | Path | None = None, dim: int = 3) -> LoadedModel:
+    path, expected = resolve_model(model, dim)
     if expected is not None and sha256(path) != expected:
         raise fail(path, "checksum mismatch: the shipped model file is damaged or replaced")
     payload = load_checkpoint(path)

@@ -85,11 +85,13 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
     onto the fixed grid, both onto the model's isotropic spacing; the predicted DVF is brought
-    back to the original fixed grid.
+    back to the original fixed grid. ``model=None`` takes the shipped default for the images'
+    dimension.
     """
     t0 = time.perf_counter()
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
     fixed_img, moving_img = _as_image(fixed), _as_image(moving)
+    loaded = model if isinstance(model, LoadedModel) else load_model(
+        model, dim=fixed_img.GetDimension())
     names = (fixed if not isinstance(fixed, sitk.Image) else "fixed",
              moving if not isinstance(moving, sitk.Image) else "moving")
     if fixed_img.GetDimension() != moving_img.GetDimension():
