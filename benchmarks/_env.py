@@ -11,8 +11,14 @@ import resource
 def header() -> str:
     import numpy
     import scipy
-    import SimpleITK
     import torch
+
+    try:
+        import SimpleITK
+
+        sitk_version = SimpleITK.Version.VersionString()
+    except ImportError:  # e.g. a GPU machine that runs only the network benchmarks
+        sitk_version = "not installed"
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -24,7 +30,7 @@ def header() -> str:
     return (f"# {datetime.date.today()} | {cpu} | {os.cpu_count()} cores | GPU: {gpu}\n"
             f"# python {platform.python_version()} | torch {torch.__version__} | "
             f"numpy {numpy.__version__} | scipy {scipy.__version__} | "
-            f"SimpleITK {SimpleITK.Version.VersionString()}")
+            f"SimpleITK {sitk_version}")
 
 
 def peak_rss_mb() -> float:
