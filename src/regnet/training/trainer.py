@@ -182,7 +182,6 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
         for key, value in result.items():
             if key != "samples":
                 writer.add_scalar(f"val/{key}", value, step)
-        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
         if result["epe"] < best:
             best = result["epe"]
             checkpoint(out / "best.pt", step)
@@ -236,6 +235,7 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
             if main_rank and step % tcfg.log_every == 0:
                 writer.add_scalar("train/loss", float(np.mean(losses[-tcfg.log_every:])), step)
                 writer.add_scalar("train/data_wait_share", wait_s / (wait_s + compute_s), step)
+                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
                 bar.set_postfix(loss=f"{np.mean(losses[-tcfg.log_every:]):.3f}")
             if main_rank and (step % tcfg.val_every == 0 or step == tcfg.steps):
                 last_val = validate_and_keep_best(step)
