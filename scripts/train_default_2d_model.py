@@ -11,7 +11,6 @@ printed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -31,13 +30,11 @@ def main():
     parser.add_argument("--work", default="/tmp/regnet-default-2d")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--minutes", type=float, help="training wall-time budget")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes for generation")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.work)
     config = load_config(ROOT / "configs" / "default_brain_2d.yaml")
-    config = dataclasses.replace(config, training=dataclasses.replace(
-        config.training, num_workers=min(args.workers, 1)))
     images = [str(p) for p in sorted(Path(args.data).glob("*.jpg"))]
     generate(images, work / "pairs", config, seed=0, workers=args.workers)
     summary = train([work / "pairs"], work / "run", config, steps=args.steps,
