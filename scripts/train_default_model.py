@@ -24,6 +24,7 @@ import SimpleITK as sitk
 import torch
 
 from regnet.config import load_config
+from regnet.devices import pick_device
 from regnet.io.images import read_image, resample_isotropic, write_image
 from regnet.synthesis.generate import generate
 from regnet.training.checkpoint import load_checkpoint, save_checkpoint, sha256
@@ -113,8 +114,7 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.work)
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
+    device = pick_device(args.device).type
     if not args.ship:
         config = load_config(CONFIG)
         config = dataclasses.replace(config, training=dataclasses.replace(

@@ -58,8 +58,8 @@ def validate(model: nn.Module, pairs: list[PairRecord], centres, config: Samplin
     result = {"loss": loss_sum / total / components,
               "epe": err_sum.sum() / total, "epe_identity": id_sum.sum() / total,
               "samples": int(counts.sum())}
-    for axis, value in zip("xyz", abs_sum if abs_sum is not None else [], strict=False):
-        result[f"abs_error_{axis}"] = value / total
+    for c, value in enumerate(abs_sum if abs_sum is not None else []):
+        result[f"abs_error_{'xyz'[c]}"] = value / total
     for c in range(n_classes):
         if counts[c]:
             result[f"epe_class{c}"] = err_sum[c] / counts[c]
