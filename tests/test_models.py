@@ -57,7 +57,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     summary = run_demo(tmp_path / "demo", model=tiny_checkpoint(tmp_path / "t.pt"))
     out = capsys.readouterr().out
     assert "endpoint error in the lungs" in out and "report.png" in out
-    for name in ("report.png", "report.html", "dvf.nii.gz", "moved.nii.gz", "demo.json"):
+    for name in ("report.png", "report.html", "dvf.nii", "moved.nii", "demo.json"):
         assert (tmp_path / "demo" / name).is_file()
     assert summary["epe_before_mm"] > 2.0  # the known field really moves the lungs
     assert summary["body_epe_before_mm"] > 0.5

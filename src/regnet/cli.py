@@ -12,10 +12,12 @@ from regnet.errors import RegNetError
 
 def _generate(args) -> int:
     from regnet.config import load_config
+    from regnet.inference.batch import parse_shard
     from regnet.synthesis.generate import generate
 
     summary = generate(args.images, args.out, load_config(args.config), seed=args.seed,
-                       workers=args.workers, moving_images=args.moving_images)
+                       workers=args.workers, moving_images=args.moving_images,
+                       shard=parse_shard(args.shard))
     print(f"generate: {summary.pairs} pairs written, manifest {summary.manifest}; "
           f"{len(summary.failed)} input(s) failed")
     for line in summary.failed:
@@ -27,7 +29,13 @@ def _train(args) -> int:
     from regnet.config import load_config
     from regnet.training.trainer import train
 
-    result = train(args.data, args.out, load_config(args.config), steps=args.steps,
+    config = load_config(args.config)
+    if args.val_cases:
+        import dataclasses
+
+        config = dataclasses.replace(config, training=dataclasses.replace(
+            config.training, val_cases=tuple(args.val_cases)))
+    result = train(args.data, args.out, config, steps=args.steps,
                    resume=args.resume, device=args.device, seed=args.seed,
                    max_minutes=args.max_minutes)
     print(json.dumps(result, indent=1))
@@ -35,11 +43,28 @@ def _train(args) -> int:
 
 
 def _register(args) -> int:
+    from regnet.errors import UsageError
+
+    options = {"report": not args.no_report, "dvf_format": args.dvf_format,
+               "series": args.series, "max_memory_gb": args.max_memory_gb}
+    if args.pairs:
+        if args.fixed or args.moving or args.fixed_mask:
+            raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask; give one or the "
+                             "other")
+        from regnet.inference.batch import parse_shard, register_batch
+
+        summary = register_batch(args.pairs, args.out, model=args.model, device=args.device,
+                                 workers=args.workers, shard=parse_shard(args.shard), **options)
+        print(f"register: {summary.line(args.out)}")
+        return 1 if summary.failed else 0
+    if not (args.fixed and args.moving):
+        raise UsageError("give --fixed and --moving (or --pairs CSV)")
+    if args.shard or args.workers != 1:
+        raise UsageError("--shard and --workers go with --pairs")
     from regnet.inference.register import register_files
 
     result = register_files(args.fixed, args.moving, args.out, model=args.model,
-                            fixed_mask=args.fixed_mask, device=args.device,
-                            report=not args.no_report)
+                            fixed_mask=args.fixed_mask, device=args.device, **options)
     print(json.dumps(result.summary, indent=1))
     return 0
 
@@ -83,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (section 'synthesis'; lengths in voxels, mm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--shard", help="i/n: make every n-th source from the i-th (job arrays); "
+                   "shards may share --out")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("train", help="train a RegNet on generated pairs")
@@ -96,12 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "by whichever of steps or time runs out first")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-cases", nargs="+", help="validation cases (names from the "
+                   "manifest); default: a share of the cases, or a slab of a single case")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("register", help="register a pair in one shot")
-    p.add_argument("--fixed", required=True)
-    p.add_argument("--moving", required=True)
+    p = sub.add_parser("register", help="register a pair (or a cohort) in one shot")
+    p.add_argument("--fixed", help="fixed image (file or DICOM folder)")
+    p.add_argument("--moving", help="moving image, resampled onto the fixed grid")
+    p.add_argument("--pairs", help="CSV fixed,moving[,fixed_mask][,id]: register a cohort "
+                   "into OUT/<id>/; done pairs are skipped, failures go to OUT/failures.csv")
+    p.add_argument("--workers", type=int, default=1, help="with --pairs: processes")
+    p.add_argument("--shard", help="with --pairs: i/n takes every n-th pair from the i-th")
     p.add_argument("--out", required=True)
+    p.add_argument("--series", nargs="+", help="DICOM series UID(s) to read from folders "
+                   "that hold several")
+    p.add_argument("--dvf-format", default="nii", choices=["nii", "nii.gz", "mha"],
+                   help="file format of dvf.* and moved.* (default nii: 10x faster to write "
+                        "than nii.gz for a barely smaller file)")
+    p.add_argument("--max-memory-gb", type=float, help="refuse images whose registration "
+                   "would need more (default: the memory available)")
     p.add_argument("--model", help="model name or checkpoint path (default: the shipped "
                    "model for the images' dimension: ct_lung_2mm in 3D, mr_brain_2d in 2D)")
     p.add_argument("--fixed-mask", help="report Jacobian statistics inside this mask")
@@ -147,18 +187,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else exc.__class__.__name__
+
+
 def main(argv=None) -> int:
+    """Run one command. Exit codes: 0 done, 1 bad data (or a failure while running), 2 bad
+    usage (arguments, settings), 130 interrupted. Errors are one line on stderr; ``-v`` shows
+    the traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    prefix = f"regnet {args.command}: error:"
     try:
         return args.func(args)
     except RegNetError as exc:
-        print(f"regnet {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        if args.verbose:
+            logging.getLogger("regnet").exception("traceback")
+        print(f"{prefix} {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"regnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, permissions, a path that cannot exist
+        if args.verbose:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{prefix} {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug of ours: still one line, the traceback with -v
+        if args.verbose:
+            raise
+        print(f"{prefix} unexpected {exc.__class__.__name__}: {_one_line(exc)} (rerun with -v "
+              "for the traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

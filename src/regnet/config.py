@@ -8,12 +8,13 @@ out of range are rejected before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from regnet.errors import RegNetError, fail
+from regnet.errors import UsageError, bad_setting
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,21 @@ class SynthesisConfig:
 
     def validate(self, where="synthesis") -> None:
         if self.Dim not in ("2D", "3D"):
-            raise fail(where, f"Dim must be '2D' or '3D', got {self.Dim!r}")
+            raise bad_setting(where, f"Dim must be '2D' or '3D', got {self.Dim!r}")
         for name in ("MaxDeform", "sigmaB", "Np"):
             if len(getattr(self, name)) != 3:
-                raise fail(where, f"{name} needs 3 values (one per D), got {getattr(self, name)}")
+                raise bad_setting(where, f"{name} needs 3 values (one per D), got "
+                                  f"{getattr(self, name)}")
         if min(self.sigmaB) <= 0 or min(self.Np) < 3 or self.spacing_mm <= 0:
-            raise fail(where, "sigmaB and spacing_mm must be > 0 and Np >= 3")
+            raise bad_setting(where, "sigmaB and spacing_mm must be > 0 and Np >= 3")
+        for name in ("sigmaN", "sigmaNL", "DsmoothMaxDeform"):
+            if getattr(self, name) < 0:
+                raise bad_setting(where, f"{name} must be >= 0, got {getattr(self, name)}")
+        if min(self.MaxDeform) < 0 or self.Border < 0:
+            raise bad_setting(where, f"MaxDeform and Border must be >= 0, got "
+                              f"{list(self.MaxDeform)} and {self.Border}")
         if any(d not in (0, 1, 2) for d in self.deformMethod) or min(self.Dsmooth) < 0:
-            raise fail(where, "deformMethod takes 0, 1, 2 and Dsmooth indices are >= 0")
+            raise bad_setting(where, "deformMethod takes 0, 1, 2 and Dsmooth indices are >= 0")
 
 
 @dataclass(frozen=True)
@@ -65,23 +73,28 @@ class SamplingConfig:
 
     def validate(self, where="sampling") -> None:
         if self.Resolution not in ("single", "multi"):
-            raise fail(where, f"Resolution must be 'single' or 'multi', got {self.Resolution!r}")
+            raise bad_setting(where, f"Resolution must be 'single' or 'multi', got "
+                              f"{self.Resolution!r}")
         t = list(self.classBalanced)
         if not t or any(b <= a for a, b in zip([0.0] + t, t, strict=False)):
-            raise fail(where, f"classBalanced thresholds must be > 0 and increasing, got {t}")
+            raise bad_setting(where, f"classBalanced thresholds must be > 0 and increasing, "
+                              f"got {t}")
         if self.class_rule not in ("maxnorm", "seed"):
-            raise fail(where, f"class_rule must be 'maxnorm' or 'seed', got {self.class_rule!r}")
+            raise bad_setting(where, f"class_rule must be 'maxnorm' or 'seed', got "
+                              f"{self.class_rule!r}")
         if self.Ry != 0:
-            raise fail(where, "Ry must be 0: the seed's network regresses the centre voxel")
+            raise bad_setting(where, "Ry must be 0: the seed's network regresses the centre voxel")
         if self.R < 1 or self.Rlow < 2 or self.Rlow % 2:
-            raise fail(where, "R must be >= 1 and Rlow an even number >= 2")
+            raise bad_setting(where, "R must be >= 1 and Rlow an even number >= 2")
         reach = self.Rlow if self.Resolution == "multi" else self.R
         if self.K < reach:
-            raise fail(where, f"K={self.K} must be at least the patch reach {reach} (Rlow or R)")
+            raise bad_setting(where, f"K={self.K} must be at least the patch reach {reach} "
+                              "(Rlow or R)")
         if self.numberOfImagesPerChunk < 1 or self.samplesPerImage < 1:
-            raise fail(where, "numberOfImagesPerChunk and samplesPerImage must be >= 1")
+            raise bad_setting(where, "numberOfImagesPerChunk and samplesPerImage must be >= 1")
         if self.normalization not in ("ct", "robust"):
-            raise fail(where, f"normalization must be 'ct' or 'robust', got {self.normalization!r}")
+            raise bad_setting(where, f"normalization must be 'ct' or 'robust', got "
+                              f"{self.normalization!r}")
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,11 @@ class NetworkConfig:
     name: str = "regnet_multi"
     dim: int = 3
     width: float = 1.0  # multiplies every layer's filter count (1.0 = the seed's Figure 1)
+
+    def validate(self, where="network") -> None:
+        if self.dim not in (2, 3) or not 0 < self.width <= 8:
+            raise bad_setting(where, f"dim must be 2 or 3 and width in (0, 8], got dim "
+                              f"{self.dim}, width {self.width}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,7 @@ class TrainingConfig:
     checkpoint_every: int = 500
     val_fraction: float = 0.2  # share of cases (patients) held out, at least one
     val_cases: tuple = ()  # explicit validation cases; overrides val_fraction
+    val_max_patches: int = 1500  # validation patches in all (spread over the validation pairs)
     augment_flips: bool = False
     augment_permute: bool = False  # random axis permutations (90-degree rotations/reflections)
     lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * progress)) / 2
@@ -112,14 +131,16 @@ class TrainingConfig:
 
     def validate(self, where="training") -> None:
         if self.lr <= 0 or self.batch_size < 1 or self.steps < 0 or self.val_every < 1:
-            raise fail(where, "lr, batch_size and val_every must be positive, steps >= 0")
+            raise bad_setting(where, "lr, batch_size and val_every must be positive, steps >= 0")
         if self.lr_schedule not in ("constant", "cosine"):
-            raise fail(where, f"lr_schedule must be 'constant' or 'cosine', got "
+            raise bad_setting(where, f"lr_schedule must be 'constant' or 'cosine', got "
                        f"{self.lr_schedule!r}")
         if self.num_workers < 0:
-            raise fail(where, f"num_workers must be >= 0, got {self.num_workers}")
+            raise bad_setting(where, f"num_workers must be >= 0, got {self.num_workers}")
+        if self.val_max_patches < 1:
+            raise bad_setting(where, f"val_max_patches must be >= 1, got {self.val_max_patches}")
         if not 0 < self.val_fraction < 1:
-            raise fail(where, f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+            raise bad_setting(where, f"val_fraction must lie in (0, 1), got {self.val_fraction}")
 
 
 @dataclass(frozen=True)
@@ -134,9 +155,10 @@ class Config:
     def validate(self, where="config") -> Config:
         self.synthesis.validate(f"{where} [synthesis]")
         self.sampling.validate(f"{where} [sampling]")
+        self.network.validate(f"{where} [network]")
         self.training.validate(f"{where} [training]")
         if self.sampling.Resolution == "single" and self.network.name == "regnet_multi":
-            raise fail(where, "Resolution 'single' needs network name 'regnet_single'")
+            raise bad_setting(where, "Resolution 'single' needs network name 'regnet_single'")
         return self
 
     def to_dict(self) -> dict:
@@ -151,21 +173,41 @@ def _plain(obj):
     return obj
 
 
-def _section(cls, values: dict, where: str):
+def _check_value(key, value, default, where):
+    """``value`` converted to the type of ``default`` (lists to tuples, ints to floats)."""
+    def number(v):
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple):
+            raise bad_setting(where, f"{key} must be a list, got {value!r}")
+        if default and not all(number(v) for v in value):
+            raise bad_setting(where, f"{key} must be a list of finite numbers, got {value!r}")
+        if not default and not all(isinstance(v, str) for v in value):
+            raise bad_setting(where, f"{key} must be a list of names, got {value!r}")
+        return tuple(value)
+    if isinstance(default, bool) or isinstance(default, str):
+        if not isinstance(value, type(default)):
+            raise bad_setting(where, f"{key} must be {type(default).__name__}, got {value!r}")
+        return value
+    if isinstance(default, int) and not (number(value) and isinstance(value, int)):
+        raise bad_setting(where, f"{key} must be int, got {value!r}")
+    if isinstance(default, float):
+        if not number(value):
+            raise bad_setting(where, f"{key} must be a finite number, got {value!r}")
+        return float(value)
+    return value
+
+
+def _section(cls, values, where: str):
+    if not isinstance(values, dict):
+        raise bad_setting(where, f"a section must be a mapping of settings, got {values!r}")
     known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(str(k) for k in values if k not in known)
     if unknown:
-        raise fail(where, f"unknown key(s) {unknown}; known: {sorted(known)}")
-    kwargs = {}
-    for key, value in values.items():
-        default = known[key].default
-        if isinstance(default, tuple) and isinstance(value, list | tuple):
-            value = tuple(value)
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif default is not None and not isinstance(value, type(default)):
-            raise fail(where, f"{key} must be {type(default).__name__}, got {value!r}")
-        kwargs[key] = value
+        raise bad_setting(where, f"unknown key(s) {unknown}; known: {sorted(known)}")
+    kwargs = {key: _check_value(key, value, known[key].default, where)
+              for key, value in values.items()}
     return cls(**kwargs)
 
 
@@ -173,14 +215,15 @@ def config_from_dict(values: dict | None, where="config") -> Config:
     """Build and validate a :class:`Config` from nested plain values (missing = seed default)."""
     values = values or {}
     if not isinstance(values, dict):
-        raise fail(where, "a config must be a mapping of sections")
+        raise bad_setting(where, "a config must be a mapping of sections")
     sections = {f.name: f.type for f in dataclasses.fields(Config)}
-    unknown = sorted(set(values) - set(sections))
+    unknown = sorted(str(k) for k in values if k not in sections)
     if unknown:
-        raise fail(where, f"unknown section(s) {unknown}; known: {sorted(sections)}")
+        raise bad_setting(where, f"unknown section(s) {unknown}; known: {sorted(sections)}")
     classes = {"synthesis": SynthesisConfig, "sampling": SamplingConfig,
                "network": NetworkConfig, "training": TrainingConfig}
-    parts = {name: _section(cls, values.get(name) or {}, f"{where} [{name}]")
+    parts = {name: _section(cls, {} if values.get(name) is None else values[name],
+                            f"{where} [{name}]")
              for name, cls in classes.items()}
     return Config(**parts).validate(where)
 
@@ -191,11 +234,11 @@ def load_config(path: str | Path | None) -> Config:
         return Config().validate()
     path = Path(path)
     if not path.is_file():
-        raise fail(path, "config file not found")
+        raise bad_setting(path, "config file not found")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RegNetError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
     return config_from_dict(values, str(path))
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from regnet.errors import RegNetError
+from regnet.evaluation import trust
 from regnet.evaluation.metrics import dice, endpoint_error, target_registration_error
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
@@ -55,7 +57,24 @@ def evaluate(dvf_path, truth=None, fixed_landmarks=None, moving_landmarks=None,
         unwarped = resample_to_grid(moving_lab, grid, 0.0, nearest)
         c = np.rint(sitk.GetArrayFromImage(unwarped)).astype(np.int64)
         results["dice"] = {"before": dice(a, c), "after": dice(a, b)}
+    results["warnings"] = trust_warnings(dvf_path, results["jacobian"])
+    results["trusted"] = not results["warnings"]
     return results
+
+
+def trust_warnings(dvf_path, jacobian: dict) -> list[str]:
+    """This field's folding warning, plus the other warnings that ``regnet register`` wrote
+    into a ``summary.json`` beside it (range, intensity, overlap)."""
+    warnings = trust.collect(trust.folding_warning(jacobian["jac_nonpositive_fraction"]))
+    summary_path = Path(dvf_path).parent / "summary.json"
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            summary = {}
+        warnings += [w for w in summary.get("warnings", []) if isinstance(w, str)
+                     and not w.startswith("folding")]
+    return warnings
 
 
 def format_table(results: dict) -> str:
@@ -83,6 +102,7 @@ def format_table(results: dict) -> str:
     j = results["jacobian"]
     for key in ("jac_min", "jac_max", "jac_nonpositive_fraction"):
         add(key, j[key])
+    lines += [f"WARNING {w}" for w in results.get("warnings", [])]
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from regnet.config import Config
-from regnet.errors import RegNetError, fail
+from regnet.errors import UsageError, bad_setting, fail
 from regnet.training.checkpoint import load_checkpoint, model_from_checkpoint, sha256
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -25,6 +25,12 @@ class LoadedModel:
     config: Config
     spacing_mm: float
     source: str
+    intensity_p1_p99: list | None = None  # normalised percentiles of the training images
+
+    @property
+    def trained_range_mm(self) -> float:
+        """The largest displacement component the model was trained to recover (mm)."""
+        return float(self.config.sampling.classBalanced[-1])
 
 
 def shipped_models() -> dict:
@@ -37,31 +43,33 @@ def default_key(dim: int) -> str:
     return "default_2d" if dim == 2 else "default"
 
 
-def resolve_model(model: str | Path | None, dim: int = 3) -> tuple[Path, str | None]:
-    """Path of a model and, for a shipped one, its expected sha256. ``None``: the shipped
-    default for ``dim``-dimensional images."""
+def resolve_model(model: str | Path | None, dim: int = 3) -> tuple[Path, dict]:
+    """Path of a model and, for a shipped one, its index entry (``sha256``, ...).
+    ``None``: the shipped default for ``dim``-dimensional images."""
     index = shipped_models()
     if model is None:
         model = index.get(default_key(dim))
         if model is None:
-            raise RegNetError(f"no default {dim}D model is shipped in this installation; "
+            raise UsageError(f"no default {dim}D model is shipped in this installation; "
                               "pass --model NAME|PATH (a checkpoint from `regnet train`)")
     entry = index["models"].get(str(model))
     if entry is not None:
-        return MODELS_DIR / entry["file"], entry["sha256"]
+        return MODELS_DIR / entry["file"], entry
     path = Path(model)
     if path.is_file():
-        return path, None
-    raise fail(model, f"is neither a checkpoint file nor a shipped model "
-               f"(shipped: {sorted(index['models'])})")
+        return path, {}
+    raise bad_setting(model, f"is neither a checkpoint file nor a shipped model "
+                      f"(shipped: {sorted(index['models'])})")
 
 
 def load_model(model: str | Path | None = None, dim: int = 3) -> LoadedModel:
-    path, expected = resolve_model(model, dim)
-    if expected is not None and sha256(path) != expected:
+    path, entry = resolve_model(model, dim)
+    if entry and sha256(path) != entry["sha256"]:
         raise fail(path, "checksum mismatch: the shipped model file is damaged or replaced")
     payload = load_checkpoint(path)
     network, config = model_from_checkpoint(payload, str(path))
     network.eval()
     spacing = float(payload.get("spacing_mm", config.synthesis.spacing_mm))
-    return LoadedModel(network, config, spacing, str(path))
+    reference = payload.get("intensity_p1_p99", entry.get("intensity_p1_p99"))
+    return LoadedModel(network, config, spacing, str(path),
+                       None if reference is None else [float(v) for v in reference])

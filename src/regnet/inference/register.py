@@ -16,15 +16,19 @@ import numpy as np
 import SimpleITK as sitk
 
 from regnet.devices import pick_device
-from regnet.errors import RegNetError
+from regnet.errors import RegNetError, UsageError, fail
+from regnet.evaluation import trust
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
 from regnet.inference.dense import predict_dense
 from regnet.inference.models import LoadedModel, load_model
-from regnet.io.atomic import write_text_atomic
+from regnet.io.atomic import folder_lock, write_text_atomic
 from regnet.io.dvf import dvf_to_itk, itk_to_dvf, write_dvf
 from regnet.io.images import (
+    check_geometry,
+    check_not_constant,
     load_mask,
+    overlap_fraction,
     read_image,
     resample_isotropic,
     resample_to_grid,
@@ -34,6 +38,10 @@ from regnet.io.images import (
 from regnet.sampling.patches import normalize
 
 log = logging.getLogger(__name__)
+
+
+DVF_FORMATS = ("nii", "nii.gz", "mha")  # "nii": default, by benchmarks/dvf_formats.py
+BYTES_PER_VOXEL = (200, 150)  # peak memory per voxel of the fixed grid and of the model grid
 
 
 @dataclass
@@ -47,13 +55,18 @@ class RegistrationResult:
     jacobian: np.ndarray
     summary: dict = field(default_factory=dict)
 
-    def save(self, out: str | Path, report: bool = True, extra_rows=()) -> Path:
-        """Write dvf.nii.gz, moved.nii.gz, summary.json (and report.png/html, with
-        ``extra_rows`` as in :func:`~regnet.reporting.report.write_report`) into ``out``."""
+    def save(self, out: str | Path, report: bool = True, extra_rows=(),
+             dvf_format: str = "nii") -> Path:
+        """Write ``dvf.<fmt>``, ``moved.<fmt>``, summary.json (and report.png/html, with
+        ``extra_rows`` as in :func:`~regnet.reporting.report.write_report`) into ``out``.
+        summary.json comes last: a folder with it holds a complete result."""
+        if dvf_format not in DVF_FORMATS:
+            raise UsageError(f"--dvf-format {dvf_format!r}: choose one of {DVF_FORMATS}")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_dvf(self.dvf_mm, self.fixed, out / "dvf.nii.gz")
-        write_image(self.moved, out / "moved.nii.gz")
+        (out / "summary.json").unlink(missing_ok=True)
+        write_dvf(self.dvf_mm, self.fixed, out / f"dvf.{dvf_format}")
+        write_image(self.moved, out / f"moved.{dvf_format}")
         if report:
             from regnet.reporting.report import write_report
 
@@ -63,13 +76,45 @@ class RegistrationResult:
         return out
 
 
-def _as_image(image, dim=None) -> sitk.Image:
+def _as_image(image, name: str, series=None) -> sitk.Image:
     if isinstance(image, sitk.Image):
         image = sitk.Cast(image, sitk.sitkFloat32)
+        check_geometry(image, name)
         if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
-            raise RegNetError("input image contains NaN or infinite voxels")
-        return image
-    return read_image(image, dim)
+            raise fail(name, "contains NaN or infinite voxels")
+    else:
+        image = read_image(image, series=series)
+    check_not_constant(image, name)
+    return image
+
+
+def available_memory_gb() -> float | None:
+    """MemAvailable from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(fixed: sitk.Image, spacing_mm: float, limit_gb: float | None, name) -> float:
+    """Estimated peak memory (GB) of registering onto ``fixed``; raise above ``limit_gb``
+    (default: the memory available now). The estimate is linear in the voxel counts of the
+    fixed grid and of the model-spacing grid, fitted to measured peaks."""
+    n_fixed = float(np.prod(fixed.GetSize()))
+    n_model = float(np.prod(np.asarray(fixed.GetSize()) * np.asarray(fixed.GetSpacing())
+                            / spacing_mm))
+    need_gb = (BYTES_PER_VOXEL[0] * n_fixed + BYTES_PER_VOXEL[1] * n_model) / 2**30 + 0.5
+    limit = available_memory_gb() if limit_gb is None else limit_gb
+    if limit is not None and need_gb > limit:
+        raise fail(name, f"too big for the memory limit: registering {fixed.GetSize()} voxels "
+                   f"needs about {need_gb:.1f} GB, {limit:.1f} GB "
+                   f"{'allowed (--max-memory-gb)' if limit_gb is not None else 'available'}; "
+                   "crop or downsample the images")
+    return need_gb
 
 
 def _resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> np.ndarray:
@@ -80,27 +125,37 @@ def _resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> n
 
 
 def register(fixed, moving, model: str | Path | LoadedModel | None = None, device="auto",
-             fixed_mask=None, tile: int = 40, phases: str = "one") -> RegistrationResult:
+             fixed_mask=None, tile: int = 40, phases: str = "one", series=None,
+             max_memory_gb: float | None = None) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` in one forward pass of the network.
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
     onto the fixed grid, both onto the model's isotropic spacing; the predicted DVF is brought
     back to the original fixed grid. ``model=None`` takes the shipped default for the images'
-    dimension.
+    dimension. ``series``: DICOM series UIDs to pick in folders holding several. The summary's
+    ``warnings`` list the trust signals of :mod:`regnet.evaluation.trust`.
     """
     t0 = time.perf_counter()
-    fixed_img, moving_img = _as_image(fixed), _as_image(moving)
-    loaded = model if isinstance(model, LoadedModel) else load_model(
-        model, dim=fixed_img.GetDimension())
     names = (fixed if not isinstance(fixed, sitk.Image) else "fixed",
              moving if not isinstance(moving, sitk.Image) else "moving")
+    fixed_img = _as_image(fixed, names[0], series)
+    moving_img = _as_image(moving, names[1], series)
     if fixed_img.GetDimension() != moving_img.GetDimension():
         raise RegNetError(f"{names[0]} is {fixed_img.GetDimension()}D but {names[1]} is "
                           f"{moving_img.GetDimension()}D; both must have the same dimension")
+    loaded = model if isinstance(model, LoadedModel) else load_model(
+        model, dim=fixed_img.GetDimension())
     dim = loaded.config.network.dim
     if fixed_img.GetDimension() != dim:
         raise RegNetError(f"{names[0]}: the model {loaded.source} is for {dim}D images, "
                           f"this image is {fixed_img.GetDimension()}D")
+    overlap = overlap_fraction(fixed_img, moving_img)
+    if overlap == 0:
+        raise RegNetError(f"{names[1]} does not overlap {names[0]} in physical space (moving "
+                          f"origin {np.round(moving_img.GetOrigin(), 1).tolist()} mm, fixed "
+                          f"origin {np.round(fixed_img.GetOrigin(), 1).tolist()} mm); check "
+                          "the headers or pre-align the images")
+    check_memory(fixed_img, loaded.spacing_mm, max_memory_gb, names[0])
     mask = load_mask(fixed_mask, fixed_img) if fixed_mask is not None else None
     dev = pick_device(device) if isinstance(device, str) else device
     loaded.network.to(dev)
@@ -121,14 +176,23 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     moved = warp_image(moving_img, dvf_mm, fixed_img, default=background)
     det = jacobian_determinant(dvf_mm, fixed_img.GetSpacing())
     stats = jacobian_summary(det, mask)
-    if stats["jac_nonpositive_fraction"] > 0:
-        log.warning("%.3f%% of voxels fold (Jacobian <= 0)",
-                    100 * stats["jac_nonpositive_fraction"])
+    reference = loaded.intensity_p1_p99 if norm == "ct" else None
+    warnings = trust.collect(
+        trust.folding_warning(stats["jac_nonpositive_fraction"]),
+        trust.range_warning(dvf_mm, loaded.trained_range_mm),
+        trust.intensity_warning("fixed", trust.intensity_percentiles(fixed_arr), reference),
+        trust.intensity_warning("moving", trust.intensity_percentiles(moving_arr), reference),
+        None if overlap >= 0.5 else f"overlap: the moving image covers only {100 * overlap:.0f}%"
+                                    " of the fixed image's extent")
+    for warning in warnings:
+        log.warning("%s", warning)
     summary = {"seconds_total": round(time.perf_counter() - t0, 3),
                "seconds_network": round(t_net, 3), "device": str(dev),
                "model": loaded.source, "model_spacing_mm": loaded.spacing_mm,
                "fixed_size_xyz": list(fixed_img.GetSize()),
-               "dvf_max_abs_mm": float(np.abs(dvf_mm).max()), **stats}
+               "dvf_max_abs_mm": float(np.abs(dvf_mm).max()),
+               "model_trained_range_mm": loaded.trained_range_mm, **stats,
+               "trusted": not warnings, "warnings": warnings}
     log.info("registered in %.2f s (network %.2f s on %s); Jacobian min %.3f, folding %.4f%%",
              summary["seconds_total"], t_net, dev, stats["jac_min"],
              100 * stats["jac_nonpositive_fraction"])
@@ -136,9 +200,14 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
 
 
 def register_files(fixed, moving, out, model=None, fixed_mask=None, device="auto",
-                   report=True) -> RegistrationResult:
-    """The ``regnet register`` command: register and write the outputs into ``out``."""
-    result = register(fixed, moving, model=model, device=device, fixed_mask=fixed_mask)
-    result.summary.update({"fixed": str(fixed), "moving": str(moving)})
-    result.save(out, report=report)
+                   report=True, dvf_format="nii", series=None, max_memory_gb=None
+                   ) -> RegistrationResult:
+    """The ``regnet register`` command: register and write the outputs into ``out``, holding
+    a lock on ``out`` so that two runs never write into one folder at once."""
+    out = Path(out)
+    with folder_lock(out, "regnet register"):
+        result = register(fixed, moving, model=model, device=device, fixed_mask=fixed_mask,
+                          series=series, max_memory_gb=max_memory_gb)
+        result.summary.update({"fixed": str(fixed), "moving": str(moving)})
+        result.save(out, report=report, dvf_format=dvf_format)
     return result

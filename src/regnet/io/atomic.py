@@ -1,11 +1,15 @@
-"""Atomic writes: write to a temporary file beside the target, then rename over it."""
+"""Atomic writes (a temporary file beside the target, then a rename) and folder locks."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import tempfile
 from pathlib import Path
+
+TMP_MARK = "tmp-"  # temporary names: ".<stem>.tmp-<random><suffixes>"
 
 
 @contextlib.contextmanager
@@ -18,12 +22,17 @@ def atomic_path(path: str | Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix,
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.{TMP_MARK}", suffix=suffix,
                                dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OSError(exc.errno, "no space left on device (nothing was written)",
+                          str(path)) from exc
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -32,3 +41,35 @@ def atomic_path(path: str | Path):
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete temporary files that a killed writer left under ``folder``; return how many."""
+    stale = list(Path(folder).rglob(f".*.{TMP_MARK}*"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str = "regnet", wait: bool = False):
+    """Hold an exclusive lock on ``folder`` (a ``.lock`` file in it); without ``wait``, refuse
+    at once when another process holds it.
+
+    The operating system frees the lock when its holder dies, so a killed run never blocks
+    the next one.
+    """
+    from regnet.errors import fail
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError as exc:
+            raise fail(folder, f"another {what} is writing into this folder; wait for it or "
+                       "choose another output folder") from exc
+        yield
+    finally:
+        handle.close()

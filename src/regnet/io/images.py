@@ -7,38 +7,142 @@ Reads mha/mhd, nii/nii.gz, nrrd, a folder holding a DICOM series, and 2D png/jpg
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from regnet.errors import RegNetError, fail
+from regnet.errors import fail
 from regnet.io.atomic import atomic_path
 
 _2D_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
-def read_image(path: str | Path, dim: int | None = None) -> sitk.Image:
-    """Read a scalar image as float32, checking that it exists, is finite and has ``dim`` axes.
+def _itk_reason(exc: Exception) -> str:
+    """The informative part of a SimpleITK read error."""
+    text = str(exc)
+    if "Unable to determine ImageIO reader" in text:
+        return "not an image format SimpleITK can read"
+    if "File cannot be read" in text:
+        return "image data cannot be read (truncated or damaged file)"
+    lines = [line.strip().removeprefix("[nrrd]").strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("Exception thrown")]
+    return f"cannot be read as an image ({(lines[-1] if lines else 'unknown error')[:120]})"
 
-    A folder is read as a DICOM series. Colour 2D images are converted to grey.
+
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """Header + voxel bytes a single-file NIfTI-1/2 (``n+1``/``n+2``) should hold, else None."""
+    for order in "<>":
+        if len(header) >= 348 and np.frombuffer(header[:4], order + "i4")[0] == 348:
+            if header[344:347] != b"n+1":
+                return None
+            dims = np.frombuffer(header[40:56], order + "i2").astype(np.int64)
+            bitpix = int(np.frombuffer(header[72:74], order + "i2")[0])
+            offset = float(np.frombuffer(header[108:112], order + "f4")[0])
+            break
+        if len(header) >= 540 and np.frombuffer(header[:4], order + "i4")[0] == 540:
+            if header[4:7] != b"n+2":
+                return None
+            dims = np.frombuffer(header[16:80], order + "i8")
+            bitpix = int(np.frombuffer(header[14:16], order + "i2")[0])
+            offset = float(np.frombuffer(header[168:176], order + "i8")[0])
+            break
+    else:
+        return None
+    n = int(dims[0])
+    if not 1 <= n <= 7 or (dims[1:n + 1] < 1).any() or bitpix < 1 or not np.isfinite(offset):
+        return None
+    return int(offset) + int(np.prod(dims[1:n + 1], dtype=np.float64)) * bitpix // 8
+
+
+def check_complete(path: Path) -> None:
+    """Raise when a file is empty, a gzip stream is cut or damaged, or a NIfTI file holds fewer
+    bytes than its header promises. SimpleITK reads such files silently as zeros."""
+    size = path.stat().st_size
+    if size == 0:
+        raise fail(path, "file is empty (0 bytes)")
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz", ".gz")):
+        return
+    header, total = b"", 0
+    if name.endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as stream:
+                while chunk := stream.read(1 << 24):
+                    if len(header) < 540:
+                        header += chunk[:540]
+                    total += len(chunk)
+        except EOFError as exc:
+            raise fail(path, "truncated: the gzip stream ends early (copy the file "
+                       "again)") from exc
+        except (OSError, zlib.error) as exc:
+            raise fail(path, f"cannot be read: damaged or not gzip data ({_first_line(exc)})"
+                       ) from exc
+    else:
+        with open(path, "rb") as stream:
+            header = stream.read(540)
+        total = size
+    expected = _nifti_expected_bytes(header) if ".nii" in name else None
+    if expected is not None and total < expected:
+        raise fail(path, f"truncated: holds {total} bytes, its NIfTI header needs {expected}")
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:120] if lines else exc.__class__.__name__
+
+
+def _read_dicom_folder(path: Path, series: str | None) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    ids = list(reader.GetGDCMSeriesIDs(str(path)))
+    if not ids:
+        raise fail(path, "folder holds no DICOM series")
+    if series is None and len(ids) > 1:
+        raise fail(path, f"folder holds {len(ids)} DICOM series ({', '.join(ids)}); choose one "
+                   "with --series UID")
+    if series is not None and series not in ids:
+        raise fail(path, f"holds no DICOM series {series!r}; it holds {', '.join(ids)}")
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series or ids[0]))
+    return reader.Execute()
+
+
+def check_geometry(image: sitk.Image, path) -> None:
+    """Raise unless spacing is positive, origin finite and the direction orthonormal."""
+    n = image.GetDimension()
+    spacing = np.asarray(image.GetSpacing())
+    if not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise fail(path, f"spacing {tuple(spacing)} is not positive")
+    if not np.isfinite(image.GetOrigin()).all():
+        raise fail(path, f"origin {image.GetOrigin()} is not finite")
+    direction = np.asarray(image.GetDirection()).reshape(n, n)
+    if not np.allclose(direction.T @ direction, np.eye(n), atol=1e-3):
+        raise fail(path, f"direction {tuple(np.round(direction.ravel(), 4))} is not "
+                   "orthonormal (a rotation or reflection is needed)")
+
+
+def read_image(path: str | Path, dim: int | None = None, series: str | None = None
+               ) -> sitk.Image:
+    """Read a scalar image as float32, checking that it is complete, has a sound geometry, is
+    finite and has ``dim`` axes.
+
+    A folder is read as a DICOM series (``series``: which UID, when it holds several). Colour
+    2D images are converted to grey.
     """
     path = Path(path)
     if not path.exists():
         raise fail(path, "file not found")
     try:
         if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            names = reader.GetGDCMSeriesFileNames(str(path))
-            if not names:
-                raise fail(path, "folder holds no DICOM series")
-            reader.SetFileNames(names)
-            image = reader.Execute()
+            image = _read_dicom_folder(path, series)
         else:
+            check_complete(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-        raise fail(path, f"cannot be read as an image ({first[:120]})") from exc
+        raise fail(path, _itk_reason(exc)) from exc
+    except OSError as exc:
+        raise fail(path, f"cannot be read ({exc.strerror or exc.__class__.__name__})") from exc
     if image.GetNumberOfComponentsPerPixel() > 1:
         if path.suffix.lower() in _2D_SUFFIXES:
             channels = [sitk.VectorIndexSelectionCast(image, i, sitk.sitkFloat32)
@@ -49,16 +153,42 @@ def read_image(path: str | Path, dim: int | None = None) -> sitk.Image:
                        "voxel; a scalar image is expected")
     if image.GetDimension() == 3 and image.GetSize()[2] == 1 and dim == 2:
         image = image[:, :, 0]
+    if image.GetDimension() not in (2, 3):
+        raise fail(path, f"is {image.GetDimension()}D (size {image.GetSize()}); RegNet reads "
+                   "2D or 3D images (split a time series into volumes first)")
     if dim is not None and image.GetDimension() != dim:
         raise fail(path, f"is {image.GetDimension()}D; a {dim}D image is expected")
-    if image.GetDimension() not in (2, 3):
-        raise fail(path, f"is {image.GetDimension()}D; RegNet reads 2D or 3D images")
     if path.suffix.lower() in _2D_SUFFIXES:
         image.SetSpacing((1.0,) * image.GetDimension())
+    check_geometry(image, path)
     image = sitk.Cast(image, sitk.sitkFloat32)
     if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
         raise fail(path, "contains NaN or infinite voxels")
     return image
+
+
+def check_not_constant(image: sitk.Image, path) -> None:
+    """Raise when every voxel has the same value: there is nothing to register or learn."""
+    values = sitk.GetArrayViewFromImage(image)
+    low, high = float(values.min()), float(values.max())
+    if high - low <= 1e-6 * max(1.0, abs(high)):
+        raise fail(path, f"image is constant (every voxel = {low:g}): nothing to register")
+
+
+def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned physical box ``(low_xyz, high_xyz)`` in mm around the image's voxels."""
+    size = np.asarray(image.GetSize())
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in size])).reshape(len(size), -1).T
+    points = np.array([image.TransformContinuousIndexToPhysicalPoint(tuple(map(float, c)))
+                       for c in corners])
+    return points.min(0), points.max(0)
+
+
+def overlap_fraction(fixed: sitk.Image, moving: sitk.Image) -> float:
+    """Share of the fixed image's physical box that the moving image's box covers."""
+    (f_lo, f_hi), (m_lo, m_hi) = physical_bounds(fixed), physical_bounds(moving)
+    inter = np.clip(np.minimum(f_hi, m_hi) - np.maximum(f_lo, m_lo), 0, None)
+    return float(np.prod(inter) / max(np.prod(f_hi - f_lo), 1e-12))
 
 
 def write_image(image: sitk.Image, path: str | Path, compress: bool | None = None) -> Path:
@@ -70,7 +200,10 @@ def write_image(image: sitk.Image, path: str | Path, compress: bool | None = Non
         with atomic_path(path) as tmp:
             sitk.WriteImage(image, str(tmp), compress)
     except (RuntimeError, OSError) as exc:
-        raise fail(path, f"cannot be written ({exc.__class__.__name__})") from exc
+        text = str(exc) if isinstance(exc, RuntimeError) else (exc.strerror or "")
+        reason = ("no space left on device" if "No space left" in text or "no space" in text
+                  else _first_line(exc))
+        raise fail(path, f"cannot be written: {reason} (nothing was written)") from exc
     return path
 
 
@@ -124,11 +257,19 @@ def check_min_size(image: sitk.Image, minimum: int, path, what: str) -> None:
 
 
 def load_mask(path, reference: sitk.Image) -> np.ndarray:
-    """Read a mask, resample it (nearest) onto ``reference`` and return a bool array."""
+    """Read a binary mask (0 and one other value), resample it (nearest) onto ``reference``
+    when its grid differs, and return a bool array of ``reference``'s shape."""
     mask_image = read_image(path, dim=reference.GetDimension())
     if not same_grid(mask_image, reference):
         mask_image = resample_to_grid(mask_image, reference, 0.0, sitk.sitkNearestNeighbor)
-    mask = sitk.GetArrayFromImage(mask_image) > 0.5
+    values = sitk.GetArrayFromImage(mask_image)
+    distinct = np.unique(values)
+    if len(distinct) > 2 or (len(distinct) == 2 and distinct[0] != 0):
+        shown = ", ".join(f"{v:g}" for v in distinct[:5])
+        raise fail(path, f"mask is not binary: holds {len(distinct)} values ({shown}"
+                   f"{', ...' if len(distinct) > 5 else ''}); pass a 0/1 mask")
+    mask = values > 0
     if not mask.any():
-        raise RegNetError(f"{path}: mask is empty (no voxel > 0 on the image grid)")
+        raise fail(path, "mask is empty on the image grid (no voxel > 0, or it lies outside "
+                   "the image)")
     return mask

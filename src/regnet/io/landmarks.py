@@ -40,13 +40,35 @@ def read_landmarks(path: str | Path, image: sitk.Image | None = None,
     if not path.is_file():
         raise fail(path, "landmark file not found")
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    if path.suffix.lower() == ".pts" or (lines and lines[0].strip().lower() in ("point",
-                                                                              "index")):
-        kind = lines[0].strip().lower()
+    points = _parse(path, lines, image, spacing_xyz)
+    dim = image.GetDimension() if image is not None else (
+        len(spacing_xyz) if spacing_xyz is not None else points.shape[1])
+    if points.shape[1] != dim:
+        raise fail(path, f"landmarks have {points.shape[1]} coordinates each; the image is "
+                   f"{dim}D")
+    if not np.isfinite(points).all():
+        raise fail(path, "holds non-finite coordinates")
+    return points
+
+
+def _parse(path: Path, lines: list[str], image, spacing_xyz) -> np.ndarray:
+    first = lines[0].strip().lower() if lines else ""
+    if path.suffix.lower() == ".pts" or first in ("point", "index"):
+        if first not in ("point", "index") or len(lines) < 2:
+            raise fail(path, "an elastix .pts file starts with 'point' or 'index', then the "
+                       "number of points")
+        try:
+            count = int(lines[1].strip())
+        except ValueError as exc:
+            raise fail(path, f"second line {lines[1].strip()[:40]!r} is not the number of "
+                       "points") from exc
         points = _numbers(lines[2:], path)
-        if kind == "index":
+        if len(points) != count:
+            raise fail(path, f"header says {count} points but the file holds {len(points)}")
+        if first == "index":
             if image is None:
                 raise fail(path, "index landmarks need the image they index (--dvf grid)")
+            _check_indices(points, image, path)
             return index_to_physical(points, image)
         return points
     if path.suffix.lower() == ".csv":
@@ -57,5 +79,15 @@ def read_landmarks(path: str | Path, image: sitk.Image | None = None,
         raise fail(path, "DIR-Lab voxel landmarks need --landmark-spacing (x y z mm)")
     indices = _numbers(lines, path) - 1.0
     if image is not None and spacing_xyz is None:
+        _check_indices(indices, image, path)
         return index_to_physical(indices, image)
+    if spacing_xyz is not None and indices.shape[1] != len(spacing_xyz):
+        raise fail(path, f"landmarks have {indices.shape[1]} coordinates, the spacing "
+                   f"{len(spacing_xyz)}")
     return indices * np.asarray(spacing_xyz, dtype=np.float64)
+
+
+def _check_indices(indices: np.ndarray, image: sitk.Image, path) -> None:
+    if indices.shape[1] != image.GetDimension() or not np.isfinite(indices).all():
+        raise fail(path, f"landmarks have {indices.shape[1]} coordinates each; the image is "
+                   f"{image.GetDimension()}D")

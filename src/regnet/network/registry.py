@@ -7,7 +7,7 @@ from collections.abc import Callable
 from torch import nn
 
 from regnet.config import NetworkConfig
-from regnet.errors import RegNetError
+from regnet.errors import UsageError
 from regnet.network.regnet import RegNet
 
 _REGISTRY: dict[str, Callable[[NetworkConfig], nn.Module]] = {
@@ -26,7 +26,7 @@ def network_names() -> list[str]:
 
 def build_network(config: NetworkConfig) -> nn.Module:
     if config.name not in _REGISTRY:
-        raise RegNetError(f"unknown network {config.name!r}; known: {network_names()}")
+        raise UsageError(f"unknown network {config.name!r}; known: {network_names()}")
     if config.dim not in (2, 3):
-        raise RegNetError(f"network dim must be 2 or 3, got {config.dim}")
+        raise UsageError(f"network dim must be 2 or 3, got {config.dim}")
     return _REGISTRY[config.name](config)

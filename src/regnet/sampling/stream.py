@@ -23,7 +23,7 @@ from torch.utils.data import IterableDataset
 from regnet.config import SamplingConfig
 from regnet.errors import RegNetError, fail
 from regnet.io.dvf import itk_to_dvf
-from regnet.sampling.classes import draw_balanced_centres, voxel_classes
+from regnet.sampling.classes import NO_CLASS, draw_balanced_centres, voxel_classes
 from regnet.sampling.patches import centre_targets, extract_patches, normalize
 from regnet.synthesis.fields import FREQUENCY_NAMES
 
@@ -40,6 +40,7 @@ class PairRecord:
     dvf: str
     case: str
     frequency: int
+    slab: tuple | None = None  # patch centres only in [lo, hi) along array axis 0
 
 
 def read_manifests(folders, deform_methods=(0, 1, 2)) -> list[PairRecord]:
@@ -113,6 +114,10 @@ def load_pair(pair: PairRecord, config: SamplingConfig) -> LoadedPair:
     fixed = normalize(sitk.GetArrayFromImage(sitk.ReadImage(pair.fixed)), config.normalization)
     dvf_mm = itk_to_dvf(sitk.ReadImage(pair.dvf), pair.dvf)
     classes = voxel_classes(dvf_mm, config.classBalanced, config.class_rule)
+    if pair.slab is not None:
+        outside = np.ones(classes.shape[0], bool)
+        outside[pair.slab[0]:pair.slab[1]] = False
+        classes[outside] = NO_CLASS
     return LoadedPair(moving, fixed, dvf_mm, classes)
 
 

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import logging
+import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -32,9 +33,9 @@ from tqdm import tqdm
 from regnet.config import Config, SynthesisConfig
 from regnet.errors import RegNetError, fail
 from regnet.geometry.jacobian import jacobian_determinant
-from regnet.io.atomic import write_text_atomic
+from regnet.io.atomic import folder_lock, remove_stale_temporaries, write_text_atomic
 from regnet.io.dvf import write_dvf
-from regnet.io.images import read_image, resample_isotropic, write_image
+from regnet.io.images import check_not_constant, read_image, resample_isotropic, write_image
 from regnet.synthesis.fields import FREQUENCY_NAMES, deformed_area
 from regnet.synthesis.pairs import make_next_fixed, make_pair
 
@@ -78,6 +79,7 @@ def load_source(path: str, config: SynthesisConfig) -> sitk.Image:
     In 2D mode a 3D volume gives its middle axial slice, as the seed's 2D script did.
     """
     image = read_image(path)
+    check_not_constant(image, path)
     if config.Dim == "3D" and image.GetDimension() != 3:
         raise fail(path, f"is {image.GetDimension()}D; Dim '3D' needs a 3D image")
     if config.Dim == "2D" and image.GetDimension() == 3:
@@ -160,23 +162,43 @@ class GenerationSummary:
     manifest: Path
 
 
+def finished_rows(out: Path, jobs: list[SourceJob], config: SynthesisConfig) -> list[dict]:
+    """Manifest rows of every finished pair of ``jobs`` (any shard's), in manifest order."""
+    rows = [json.loads((out / job.folder / f"D{d}" / "row.json").read_text())
+            for job in jobs for d in config.deformMethod
+            if (out / job.folder / f"D{d}" / "row.json").is_file()]
+    return sorted(rows, key=lambda r: (r["case"], r["role"], int(r["dsmooth"]), r["dvf"]))
+
+
+def write_manifest(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
 def generate(images: list[str], out: str | Path, config: Config | None = None, seed: int = 0,
-             workers: int = 1, moving_images: list[str] | None = None) -> GenerationSummary:
+             workers: int = 1, moving_images: list[str] | None = None,
+             shard: tuple[int, int] = (0, 1)) -> GenerationSummary:
     """Generate every (image, role, Dsmooth, D) pair; failures are reported, not fatal.
 
     ``images`` are the cases' fixed scans; ``moving_images`` (same length, optional) their
-    moving scans, which give a second set of pairs (role ``M``) as in the seed.
+    moving scans, which give a second set of pairs (role ``M``) as in the seed. ``shard=(i, n)``
+    makes only the sources i, i+n, ...; shards may share ``out``, and ``manifest.csv`` lists
+    every pair finished by any of them (it is complete once the last shard ends). A rerun
+    removes what a killed run left half-written and makes only the missing pairs.
     """
     config = config or Config()
     synth = config.synthesis
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
+        probe = out / f".write_test{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise fail(out, f"output folder is not writable ({exc.__class__.__name__})") from exc
+        raise fail(out, f"output folder is not writable ({exc.strerror or exc})") from exc
     if moving_images and len(moving_images) != len(images):
         raise RegNetError(f"--moving-images has {len(moving_images)} paths but --images has "
                           f"{len(images)}; give one moving scan per fixed scan")
@@ -188,13 +210,18 @@ def generate(images: list[str], out: str | Path, config: Config | None = None, s
         roles = [("F", path)] + ([("M", moving_images[i])] if moving_images else [])
         for role, role_path in roles:
             jobs += [SourceJob(names[i], role, str(role_path), k) for k in synth.Dsmooth]
+    mine = jobs[shard[0]::shard[1]]
     write_text_atomic(out / "generation.yaml", yaml.safe_dump(
         {"seed": seed, "images": list(map(str, images)),
          "moving_images": list(map(str, moving_images or [])),
          "config": config.to_dict()}, sort_keys=False))
+    stale = sum(remove_stale_temporaries(out / job.folder) for job in mine
+                if (out / job.folder).is_dir())
+    if stale:
+        log.info("removed %d half-written file(s) of an interrupted run", stale)
     rows, failed = [], []
-    tasks = [(job, synth, seed, out) for job in jobs]
-    bar = tqdm(total=len(jobs) * len(synth.deformMethod), desc="generate", unit="pair")
+    tasks = [(job, synth, seed, out) for job in mine]
+    bar = tqdm(total=len(mine) * len(synth.deformMethod), desc="generate", unit="pair")
     if workers > 1:
         pool = ProcessPoolExecutor(max_workers=workers)
         results = pool.map(_run_job_safe, tasks)
@@ -211,13 +238,12 @@ def generate(images: list[str], out: str | Path, config: Config | None = None, s
         bar.close()
         if pool:
             pool.shutdown()
-    rows.sort(key=lambda r: (r["case"], r["role"], int(r["dsmooth"]), r["dvf"]))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
     manifest = out / "manifest.csv"
-    write_text_atomic(manifest, buffer.getvalue())
+    with folder_lock(out, "regnet generate", wait=True):  # shards take turns
+        listed = finished_rows(out, jobs, synth)
+        write_manifest(manifest, listed)
     write_figures(out, rows)
-    log.info("generated %d pairs in %s (%d source(s) failed)", len(rows), out, len(failed))
+    expected = len(jobs) * len(synth.deformMethod)
+    log.info("generated %d pairs in %s (%d source(s) failed); manifest lists %d of %d pairs",
+             len(rows), out, len(failed), len(listed), expected)
     return GenerationSummary(len(rows), failed, manifest)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from regnet.config import Config, config_from_dict
 from regnet.devices import pick_device
-from regnet.errors import RegNetError, fail
+from regnet.errors import RegNetError, UsageError, fail
 from regnet.network import build_network
 from regnet.network.regnet import count_parameters
 from regnet.sampling.stream import PairRecord, PatchStream, check_pair_grids, read_manifests
@@ -37,23 +37,61 @@ log = logging.getLogger(__name__)
 
 
 def split_by_case(pairs: list[PairRecord], config: Config) -> tuple[list, list]:
-    """Hold out whole cases (patients), never single patches."""
+    """Hold out whole cases (patients), never single patches; with a single case (and no
+    ``val_cases``), hold out a slab of it instead (:func:`split_one_case`)."""
     cases = sorted({p.case for p in pairs})
     if config.training.val_cases:
         val = set(config.training.val_cases)
         unknown = val - set(cases)
         if unknown:
-            raise RegNetError(f"val_cases {sorted(unknown)} are not in the data; cases: {cases}")
+            raise UsageError(f"val_cases {sorted(unknown)} are not in the data; cases: {cases}")
     else:
         if len(cases) < 2:
-            raise RegNetError(f"only one case ({cases[0]}) in the data: validation needs at "
-                              "least two cases, as it is split by patient")
+            return split_one_case(pairs, config)
         n_val = max(1, round(config.training.val_fraction * len(cases)))
         val = set(cases[-n_val:])
     train = [p for p in pairs if p.case not in val]
     if not train:
-        raise RegNetError("every case is a validation case; nothing left to train on")
+        raise UsageError("every case is a validation case; nothing left to train on")
     return train, [p for p in pairs if p.case in val]
+
+
+def split_one_case(pairs: list[PairRecord], config: Config) -> tuple[list, list]:
+    """One case: validation centres lie in the last ``val_fraction`` of the usable slices
+    along array axis 0 (z in 3D, y in 2D); training centres lie below them by more than a
+    patch reach, so that no training patch sees a validation centre."""
+    s = config.sampling
+    reach = s.Rlow if s.Resolution == "multi" else s.R
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(pairs[0].fixed)
+    reader.ReadImageInformation()
+    n = reader.GetSize()[-1]
+    usable = n - 2 * s.K
+    val_slices = max(1, round(config.training.val_fraction * usable))
+    cut = n - s.K - val_slices
+    if cut - reach - s.K < 1:
+        raise RegNetError(f"{pairs[0].fixed}: the only case is too small to hold out a "
+                          f"validation slab: {n} slices along axis 0 need more than "
+                          f"2K + reach + 1 = {2 * s.K + reach + 1}; add a case or lower "
+                          "sampling.K")
+    log.info("one case (%s): validation holds out the slab of slices [%d, %d) along array "
+             "axis 0 (patch centres %d..%d); training centres lie in [%d, %d)",
+             pairs[0].case, cut, n, cut, n - s.K - 1, s.K, cut - reach)
+    train = [dataclasses.replace(p, slab=(s.K, cut - reach)) for p in pairs]
+    val = [dataclasses.replace(p, slab=(cut, n - s.K)) for p in pairs]
+    return train, val
+
+
+def training_intensity(pairs: list[PairRecord], config: Config, count: int = 4) -> list:
+    """Mean normalised ``[p1, p99]`` of up to ``count`` training images (a trust reference)."""
+    from regnet.evaluation.trust import intensity_percentiles
+    from regnet.sampling.patches import normalize
+
+    paths = sorted({p.fixed for p in pairs})[:count]
+    values = [intensity_percentiles(normalize(sitk.GetArrayFromImage(sitk.ReadImage(path)),
+                                              config.sampling.normalization))
+              for path in paths]
+    return [float(v) for v in np.mean(values, axis=0)]
 
 
 def check_data_fits(pairs: list[PairRecord], config: Config) -> tuple[float, int]:
@@ -125,7 +163,10 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     last_path = out / "last.pt"
     state = None
-    if resume:
+    if resume and not last_path.exists():
+        log.info("--resume: no %s yet (stopped before its first checkpoint); starting afresh",
+                 last_path)
+    elif resume:
         state = load_checkpoint(last_path)
         config = config_from_dict(state["config"], str(last_path))
         config = dataclasses.replace(config, training=dataclasses.replace(
@@ -133,12 +174,13 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
         seed = state["seed"]
     sampling, tcfg = config.sampling, config.training
     if sampling.R > config.synthesis.Border:
-        raise RegNetError(f"config: sampling.R = {sampling.R} exceeds synthesis.Border = "
-                          f"{config.synthesis.Border}; a patch would reach past the peak border")
+        raise UsageError(f"config: sampling.R = {sampling.R} exceeds synthesis.Border = "
+                         f"{config.synthesis.Border}; a patch would reach past the peak border")
     pairs = read_manifests(data, sampling.deformMethod)
     check_pair_grids(pairs)
     spacing_mm, _ = check_data_fits(pairs, config)
     train_pairs, val_pairs = split_by_case(pairs, config)
+    intensity = training_intensity(train_pairs, config) if rank == 0 else None
 
     torch.manual_seed(seed)
     # channels-last on GPUs: 2.9x the bf16 training rate of the default layout on an H100
@@ -162,7 +204,12 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
         log.info("RegNet %s: %d parameters; %d train / %d validation pairs (cases %s held out)",
                  config.network.name, count_parameters(model), len(train_pairs),
                  len(val_pairs), sorted({p.case for p in val_pairs}))
-    val_centres = draw_validation_centres(val_pairs, sampling, seed) if main_rank else None
+    val_centres = None
+    if main_rank:
+        val_centres = draw_validation_centres(val_pairs, sampling, seed, tcfg.val_max_patches)
+        log.info("validation: %d patches from %d pair(s) (bounded by training.val_max_patches"
+                 " = %d)", sum(len(c) for c, _ in val_centres), len(val_pairs),
+                 tcfg.val_max_patches)
     writer = None
     if main_rank:
         from torch.utils.tensorboard import SummaryWriter
@@ -174,6 +221,7 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
             "config": config.to_dict(), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
             "step": step, "best": best, "seed": seed, "spacing_mm": spacing_mm,
+            "intensity_p1_p99": intensity,
             "val_cases": sorted({p.case for p in val_pairs})})
 
     def validate_and_keep_best(step: int) -> dict:

@@ -11,10 +11,15 @@ from regnet.sampling.classes import draw_balanced_centres
 from regnet.sampling.stream import PairRecord, cut_batch, load_pair
 
 
-def draw_validation_centres(pairs: list[PairRecord], config: SamplingConfig, seed: int
+def draw_validation_centres(pairs: list[PairRecord], config: SamplingConfig, seed: int,
+                            max_patches: int | None = None
                             ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A fixed, class-balanced set of centres per validation pair (drawn once)."""
-    per_class = -(-config.valSamplesPerImage // len(config.classBalanced))
+    """A fixed, class-balanced set of centres per validation pair (drawn once):
+    ``valSamplesPerImage`` per pair, or fewer so that all pairs hold ``max_patches``."""
+    per_pair = config.valSamplesPerImage
+    if max_patches is not None:
+        per_pair = min(per_pair, max(1, max_patches // len(pairs)))
+    per_class = -(-per_pair // len(config.classBalanced))
     out = []
     for i, pair in enumerate(pairs):
         loaded = load_pair(pair, config)

@@ -1,0 +1,56 @@
+"""Trust signals: warnings that a registration result should not be taken at face value.
+
+Three checks, each giving a one-line warning (none when all is well):
+
+* folding: more than ``FOLDING_WARN_FRACTION`` of the voxels have a Jacobian determinant <= 0;
+* range: the largest predicted displacement component reaches ``RANGE_WARN_SHARE`` of the
+  largest motion the model was trained to recover (its top ``classBalanced`` threshold, mm);
+* intensity: an image's normalised 1st or 99th percentile lies far from those of the model's
+  training images (for example an MR image given to a CT model).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FOLDING_WARN_FRACTION = 1e-3  # 0.1 % of the voxels
+RANGE_WARN_SHARE = 0.95
+INTENSITY_TOLERANCE = (0.1, 0.25)  # allowed |difference| of the normalised p1 and p99
+
+
+def intensity_percentiles(normalised: np.ndarray) -> list[float]:
+    """``[p1, p99]`` of a normalised image (any shape), on a subsample for speed."""
+    values = normalised.ravel()[:: max(1, normalised.size // 2_000_000)]
+    return [float(v) for v in np.percentile(values, [1, 99])]
+
+
+def folding_warning(fraction: float) -> str | None:
+    if fraction > FOLDING_WARN_FRACTION:
+        return (f"folding: {100 * fraction:.3f}% of voxels have a Jacobian <= 0 (threshold "
+                f"{100 * FOLDING_WARN_FRACTION:.1f}%); the field is not invertible there")
+    return None
+
+
+def range_warning(dvf_mm: np.ndarray, trained_range_mm: float | None) -> str | None:
+    if not trained_range_mm:
+        return None
+    largest = float(np.abs(dvf_mm).max())
+    if largest >= RANGE_WARN_SHARE * trained_range_mm:
+        return (f"range: displacements reach {largest:.1f} mm, the model was trained on motion "
+                f"up to {trained_range_mm:g} mm; larger motion is likely underestimated")
+    return None
+
+
+def intensity_warning(name: str, percentiles, reference) -> str | None:
+    if reference is None:
+        return None
+    (p1, p99), (r1, r99) = percentiles, reference
+    if abs(p1 - r1) > INTENSITY_TOLERANCE[0] or abs(p99 - r99) > INTENSITY_TOLERANCE[1]:
+        return (f"intensity: the {name} image's normalised 1st/99th percentiles "
+                f"({p1:.2f}, {p99:.2f}) lie far from the model's training images ({r1:.2f}, "
+                f"{r99:.2f}); is it the modality the model was trained on?")
+    return None
+
+
+def collect(*warnings: str | None) -> list[str]:
+    return [w for w in warnings if w]
