@@ -44,3 +44,24 @@ def config_2d(steps=100, **training):
         "training": {"batch_size": 16, "steps": steps, "val_every": 50, "log_every": 10,
                      "checkpoint_every": 50, "num_workers": 0, "lr": 2e-3,
                      "augment_flips": True, "val_cases": ["case5"], **training}})
+
+
+def write_dicom_series(volume_zyx, folder, spacing=(0.8, 0.8, 2.5), origin=(-10.0, 5.0, 30.0),
+                       uid="1.2.3.4"):
+    """Write ``volume_zyx`` as a CT DICOM series (one file a slice) of series ``uid``."""
+    folder.mkdir(exist_ok=True)
+    for k, plane in enumerate(volume_zyx.astype(np.int16)):
+        image = sitk.GetImageFromArray(plane[None])
+        image.SetSpacing(spacing)
+        position = (origin[0], origin[1], origin[2] + k * spacing[2])
+        for tag, value in {"0008|0060": "CT", "0020|000d": "1.2.3", "0020|000e": uid,
+                           "0020|0013": str(k + 1),
+                           "0020|0032": "\\".join(map(str, position)),
+                           "0020|0037": "1\\0\\0\\0\\1\\0",
+                           "0028|0030": f"{spacing[1]}\\{spacing[0]}",
+                           "0018|0050": str(spacing[2])}.items():
+            image.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"{uid}-slice{k:03d}.dcm"))
+        writer.Execute(image)

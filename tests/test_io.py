@@ -7,25 +7,7 @@ import SimpleITK as sitk
 from regnet.errors import RegNetError
 from regnet.io.images import read_image, resample_isotropic
 from tests.conftest import make_image, smooth_volume
-
-
-def write_dicom_series(volume_zyx, folder, spacing=(0.8, 0.8, 2.5), origin=(-10.0, 5.0, 30.0)):
-    folder.mkdir()
-    for k, plane in enumerate(volume_zyx.astype(np.int16)):
-        image = sitk.GetImageFromArray(plane[None])
-        image.SetSpacing(spacing)
-        position = (origin[0], origin[1], origin[2] + k * spacing[2])
-        for tag, value in {"0008|0060": "CT", "0020|000d": "1.2.3", "0020|000e": "1.2.3.4",
-                           "0020|0013": str(k + 1),
-                           "0020|0032": "\\".join(map(str, position)),
-                           "0020|0037": "1\\0\\0\\0\\1\\0",
-                           "0028|0030": f"{spacing[1]}\\{spacing[0]}",
-                           "0018|0050": str(spacing[2])}.items():
-            image.SetMetaData(tag, value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(image)
+from tests.helpers import write_dicom_series
 
 
 def test_dicom_folder_keeps_geometry(tmp_path):

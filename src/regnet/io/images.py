@@ -25,6 +25,8 @@ def _itk_reason(exc: Exception) -> str:
     text = str(exc)
     if "Unable to determine ImageIO reader" in text:
         return "not an image format SimpleITK can read"
+    if "Refusing to change spacing" in text:
+        return "spacing in the header is zero or negative"
     if "File cannot be read" in text:
         return "image data cannot be read (truncated or damaged file)"
     lines = [line.strip().removeprefix("[nrrd]").strip() for line in text.splitlines()]
@@ -32,21 +34,24 @@ def _itk_reason(exc: Exception) -> str:
     return f"cannot be read as an image ({(lines[-1] if lines else 'unknown error')[:120]})"
 
 
-def _nifti_expected_bytes(header: bytes) -> int | None:
-    """Header + voxel bytes a single-file NIfTI-1/2 (``n+1``/``n+2``) should hold, else None."""
+def _nifti_header(header: bytes) -> tuple[int, np.ndarray] | None:
+    """``(bytes the file should hold, spacing)`` of a single-file NIfTI-1/2 (``n+1``/``n+2``)
+    header, else None."""
     for order in "<>":
         if len(header) >= 348 and np.frombuffer(header[:4], order + "i4")[0] == 348:
             if header[344:347] != b"n+1":
                 return None
             dims = np.frombuffer(header[40:56], order + "i2").astype(np.int64)
             bitpix = int(np.frombuffer(header[72:74], order + "i2")[0])
+            pixdim = np.frombuffer(header[76:108], order + "f4").astype(np.float64)
             offset = float(np.frombuffer(header[108:112], order + "f4")[0])
             break
         if len(header) >= 540 and np.frombuffer(header[:4], order + "i4")[0] == 540:
             if header[4:7] != b"n+2":
                 return None
-            dims = np.frombuffer(header[16:80], order + "i8")
             bitpix = int(np.frombuffer(header[14:16], order + "i2")[0])
+            dims = np.frombuffer(header[16:80], order + "i8")
+            pixdim = np.frombuffer(header[104:168], order + "f8")
             offset = float(np.frombuffer(header[168:176], order + "i8")[0])
             break
     else:
@@ -54,17 +59,19 @@ def _nifti_expected_bytes(header: bytes) -> int | None:
     n = int(dims[0])
     if not 1 <= n <= 7 or (dims[1:n + 1] < 1).any() or bitpix < 1 or not np.isfinite(offset):
         return None
-    return int(offset) + int(np.prod(dims[1:n + 1], dtype=np.float64)) * bitpix // 8
+    size = int(offset) + int(np.prod(dims[1:n + 1], dtype=np.float64)) * bitpix // 8
+    return size, pixdim[1:min(n, 3) + 1]
 
 
 def check_complete(path: Path) -> None:
     """Raise when a file is empty, a gzip stream is cut or damaged, or a NIfTI file holds fewer
-    bytes than its header promises. SimpleITK reads such files silently as zeros."""
+    bytes than its header promises or a spacing <= 0. SimpleITK reads cut files silently as
+    zeros and replaces such spacings."""
     size = path.stat().st_size
     if size == 0:
         raise fail(path, "file is empty (0 bytes)")
     name = path.name.lower()
-    if not name.endswith((".nii", ".nii.gz", ".gz")):
+    if not name.endswith((".nii", ".gz")):
         return
     header, total = b"", 0
     if name.endswith(".gz"):
@@ -84,9 +91,15 @@ def check_complete(path: Path) -> None:
         with open(path, "rb") as stream:
             header = stream.read(540)
         total = size
-    expected = _nifti_expected_bytes(header) if ".nii" in name else None
-    if expected is not None and total < expected:
+    nifti = _nifti_header(header) if ".nii" in name else None
+    if nifti is None:
+        return
+    expected, spacing = nifti
+    if total < expected:
         raise fail(path, f"truncated: holds {total} bytes, its NIfTI header needs {expected}")
+    if not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise fail(path, f"spacing {tuple(spacing.tolist())} in the NIfTI header (pixdim) is "
+                   "not positive")
 
 
 def _first_line(exc: Exception) -> str:
@@ -94,17 +107,20 @@ def _first_line(exc: Exception) -> str:
     return lines[0][:120] if lines else exc.__class__.__name__
 
 
-def _read_dicom_folder(path: Path, series: str | None) -> sitk.Image:
+def _read_dicom_folder(path: Path, series=None) -> sitk.Image:
+    """Read the folder's DICOM series; ``series``: UIDs to choose from when it holds several."""
     reader = sitk.ImageSeriesReader()
     ids = list(reader.GetGDCMSeriesIDs(str(path)))
     if not ids:
         raise fail(path, "folder holds no DICOM series")
-    if series is None and len(ids) > 1:
+    chosen = [uid for uid in ids if series and uid in series]
+    if not chosen and len(ids) > 1:
+        if series:
+            raise fail(path, f"holds none of the DICOM series {list(series)}; it holds "
+                       f"{', '.join(ids)}")
         raise fail(path, f"folder holds {len(ids)} DICOM series ({', '.join(ids)}); choose one "
                    "with --series UID")
-    if series is not None and series not in ids:
-        raise fail(path, f"holds no DICOM series {series!r}; it holds {', '.join(ids)}")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series or ids[0]))
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), (chosen or ids)[0]))
     return reader.Execute()
 
 
@@ -118,17 +134,16 @@ def check_geometry(image: sitk.Image, path) -> None:
         raise fail(path, f"origin {image.GetOrigin()} is not finite")
     direction = np.asarray(image.GetDirection()).reshape(n, n)
     if not np.allclose(direction.T @ direction, np.eye(n), atol=1e-3):
-        raise fail(path, f"direction {tuple(np.round(direction.ravel(), 4))} is not "
+        raise fail(path, f"direction {np.round(direction.ravel(), 4).tolist()} is not "
                    "orthonormal (a rotation or reflection is needed)")
 
 
-def read_image(path: str | Path, dim: int | None = None, series: str | None = None
-               ) -> sitk.Image:
+def read_image(path: str | Path, dim: int | None = None, series=None) -> sitk.Image:
     """Read a scalar image as float32, checking that it is complete, has a sound geometry, is
     finite and has ``dim`` axes.
 
-    A folder is read as a DICOM series (``series``: which UID, when it holds several). Colour
-    2D images are converted to grey.
+    A folder is read as a DICOM series (``series``: UIDs to pick from when it holds several).
+    Colour 2D images are converted to grey.
     """
     path = Path(path)
     if not path.exists():
