@@ -33,7 +33,12 @@ from tqdm import tqdm
 from regnet.config import Config, SynthesisConfig
 from regnet.errors import RegNetError, fail
 from regnet.geometry.jacobian import jacobian_determinant
-from regnet.io.atomic import folder_lock, remove_stale_temporaries, write_text_atomic
+from regnet.io.atomic import (
+    TMP_MARK,
+    folder_lock,
+    remove_stale_temporaries,
+    write_text_atomic,
+)
 from regnet.io.dvf import write_dvf
 from regnet.io.images import check_not_constant, read_image, resample_isotropic, write_image
 from regnet.synthesis.fields import FREQUENCY_NAMES, deformed_area
@@ -217,6 +222,10 @@ def generate(images: list[str], out: str | Path, config: Config | None = None, s
          "config": config.to_dict()}, sort_keys=False))
     stale = sum(remove_stale_temporaries(out / job.folder) for job in mine
                 if (out / job.folder).is_dir())
+    for case in {job.case for job in mine}:  # this shard's half-written figures
+        for tmp in (out / "figures").glob(f".{case}.{TMP_MARK}*"):
+            tmp.unlink(missing_ok=True)
+            stale += 1
     if stale:
         log.info("removed %d half-written file(s) of an interrupted run", stale)
     rows, failed = [], []

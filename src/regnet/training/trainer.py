@@ -27,6 +27,7 @@ from tqdm import tqdm
 from regnet.config import Config, config_from_dict
 from regnet.devices import pick_device
 from regnet.errors import RegNetError, UsageError, fail
+from regnet.io.atomic import remove_stale_temporaries
 from regnet.network import build_network
 from regnet.network.regnet import count_parameters
 from regnet.sampling.stream import PairRecord, PatchStream, check_pair_grids, read_manifests
@@ -201,6 +202,8 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
     main_rank = rank == 0
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
+        if remove_stale_temporaries(out):
+            log.info("removed the half-written checkpoint of an interrupted run")
         log.info("RegNet %s: %d parameters; %d train / %d validation pairs (cases %s held out)",
                  config.network.name, count_parameters(model), len(train_pairs),
                  len(val_pairs), sorted({p.case for p in val_pairs}))
