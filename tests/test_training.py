@@ -106,3 +106,46 @@ def test_torchrun_ddp_two_processes_on_cpu(dataset_2d, tmp_path):
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["step"] == 4
     assert np.isfinite(state["best"])
+
+
+def test_one_case_holds_out_a_slab_by_hand(dataset_2d):
+    """(84, 90) arrays: the longest axis is 1 (x, 90 voxels). K = 26, Rlow = 26, val_fraction
+    0.2: of the 38 usable columns [26, 64), the last 8 validate ([56, 64)); training centres
+    stay a reach below them: [26, 30)."""
+    import dataclasses
+
+    from regnet.sampling.stream import read_manifests
+    from regnet.training.trainer import split_by_case
+
+    pairs = [p for p in read_manifests([dataset_2d]) if p.case == "case0"]
+    config = config_2d()
+    config = dataclasses.replace(config, training=dataclasses.replace(config.training,
+                                                                      val_cases=()))
+    train_pairs, val_pairs = split_by_case(pairs, config)
+    assert {p.slab for p in train_pairs} == {(1, 26, 30)}
+    assert {p.slab for p in val_pairs} == {(1, 56, 64)}
+    assert len(train_pairs) == len(val_pairs) == len(pairs)
+    from regnet.sampling.stream import load_pair
+
+    classes = load_pair(train_pairs[0], config.sampling).classes
+    columns = np.flatnonzero((classes >= 0).any(axis=0))
+    assert columns.min() >= 26 and columns.max() < 30
+
+
+def test_train_on_one_scan_with_bounded_validation(dataset_2d, tmp_path, caplog):
+    import logging
+
+    one = tmp_path / "one"
+    one.mkdir()
+    rows = (dataset_2d / "manifest.csv").read_text().splitlines()
+    keep = [rows[0]] + [r for r in rows[1:] if ",case0," in r]
+    (one / "manifest.csv").write_text("\n".join(keep).replace("case0/", f"{dataset_2d}/case0/")
+                                      + "\n")
+    config = config_2d(steps=20, val_every=20, val_cases=[], val_max_patches=90)
+    with caplog.at_level(logging.INFO, logger="regnet"):
+        summary = train([one], tmp_path / "run", config)
+    assert summary["steps"] == 20 and np.isfinite(summary["best_val_epe_mm"])
+    assert summary["validation"]["samples"] <= 90 + 3 * 3
+    text = caplog.text
+    assert "validation holds out the slab of slices [56, 90) along array axis 1" in text
+    assert "bounded by training.val_max_patches = 90" in text

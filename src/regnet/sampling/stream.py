@@ -40,7 +40,7 @@ class PairRecord:
     dvf: str
     case: str
     frequency: int
-    slab: tuple | None = None  # patch centres only in [lo, hi) along array axis 0
+    slab: tuple | None = None  # (axis, lo, hi): patch centres only in [lo, hi) along axis
 
 
 def read_manifests(folders, deform_methods=(0, 1, 2)) -> list[PairRecord]:
@@ -115,9 +115,10 @@ def load_pair(pair: PairRecord, config: SamplingConfig) -> LoadedPair:
     dvf_mm = itk_to_dvf(sitk.ReadImage(pair.dvf), pair.dvf)
     classes = voxel_classes(dvf_mm, config.classBalanced, config.class_rule)
     if pair.slab is not None:
-        outside = np.ones(classes.shape[0], bool)
-        outside[pair.slab[0]:pair.slab[1]] = False
-        classes[outside] = NO_CLASS
+        axis, lo, hi = pair.slab
+        outside = np.ones(classes.shape[axis], bool)
+        outside[lo:hi] = False
+        np.moveaxis(classes, axis, 0)[outside] = NO_CLASS
     return LoadedPair(moving, fixed, dvf_mm, classes)
 
 

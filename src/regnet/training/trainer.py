@@ -58,28 +58,29 @@ def split_by_case(pairs: list[PairRecord], config: Config) -> tuple[list, list]:
 
 
 def split_one_case(pairs: list[PairRecord], config: Config) -> tuple[list, list]:
-    """One case: validation centres lie in the last ``val_fraction`` of the usable slices
-    along array axis 0 (z in 3D, y in 2D); training centres lie below them by more than a
+    """One case: along the image's longest array axis, validation centres lie in the last
+    ``val_fraction`` of the usable slices and training centres lie below them by more than a
     patch reach, so that no training patch sees a validation centre."""
     s = config.sampling
     reach = s.Rlow if s.Resolution == "multi" else s.R
     reader = sitk.ImageFileReader()
     reader.SetFileName(pairs[0].fixed)
     reader.ReadImageInformation()
-    n = reader.GetSize()[-1]
-    usable = n - 2 * s.K
-    val_slices = max(1, round(config.training.val_fraction * usable))
+    shape = reader.GetSize()[::-1]
+    axis = int(np.argmax(shape))
+    n = shape[axis]
+    val_slices = max(1, round(config.training.val_fraction * (n - 2 * s.K)))
     cut = n - s.K - val_slices
-    if cut - reach - s.K < 1:
+    if cut - reach <= s.K:
         raise RegNetError(f"{pairs[0].fixed}: the only case is too small to hold out a "
-                          f"validation slab: {n} slices along axis 0 need more than "
-                          f"2K + reach + 1 = {2 * s.K + reach + 1}; add a case or lower "
-                          "sampling.K")
+                          f"validation slab: its longest axis has {n} voxels, it needs more "
+                          f"than 2K + reach + {val_slices} = {2 * s.K + reach + val_slices}; "
+                          "add a case or lower sampling.K")
     log.info("one case (%s): validation holds out the slab of slices [%d, %d) along array "
-             "axis 0 (patch centres %d..%d); training centres lie in [%d, %d)",
-             pairs[0].case, cut, n, cut, n - s.K - 1, s.K, cut - reach)
-    train = [dataclasses.replace(p, slab=(s.K, cut - reach)) for p in pairs]
-    val = [dataclasses.replace(p, slab=(cut, n - s.K)) for p in pairs]
+             "axis %d (patch centres %d..%d); training centres lie in [%d, %d)",
+             pairs[0].case, cut, n, axis, cut, n - s.K - 1, s.K, cut - reach)
+    train = [dataclasses.replace(p, slab=(axis, s.K, cut - reach)) for p in pairs]
+    val = [dataclasses.replace(p, slab=(axis, cut, n - s.K)) for p in pairs]
     return train, val
 
 

@@ -1,0 +1,61 @@
+"""Trust signals: warnings for folding, displacements at the model's range, and images unlike
+the model's training data; in summary.json, the log and ``regnet evaluate``."""
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+
+from regnet.cli import main
+from regnet.config import config_from_dict
+from regnet.evaluation import trust
+from regnet.network import build_network
+from regnet.training.checkpoint import save_checkpoint
+from tests.helpers import SAMPLING_2D, SYNTH_2D, textured_image
+
+
+def test_folding_warning_threshold():
+    assert trust.folding_warning(0.0) is None
+    assert trust.folding_warning(0.0009) is None
+    assert "0.200% of voxels" in trust.folding_warning(0.002)
+
+
+def test_range_warning_at_95_percent_of_the_trained_range():
+    dvf = np.zeros((4, 5, 2), np.float32)
+    dvf[1, 1, 0] = -7.5
+    assert trust.range_warning(dvf, 8.0) is None
+    dvf[1, 1, 0] = -7.7  # 0.95 * 8 = 7.6
+    assert "reach 7.7 mm" in trust.range_warning(dvf, 8.0)
+
+
+def test_intensity_warning_for_mr_under_a_ct_model():
+    ct_reference = [-0.004, 0.33]
+    assert trust.intensity_warning("fixed", [0.0, 0.5], ct_reference) is None
+    mr_like = trust.intensity_percentiles((np.linspace(0, 1000, 10001) + 1000) / 4095)
+    assert abs(mr_like[0] - 0.2466) < 1e-3  # (10 + 1000) / 4095
+    assert "fixed image's normalised" in trust.intensity_warning("fixed", mr_like,
+                                                                 ct_reference)
+
+
+def test_register_and_evaluate_report_the_warnings(tmp_path, capsys):
+    """A CT-normalised model given MR-like images (0..~1000) warns in summary.json, and
+    evaluate repeats the warning next to its own folding check."""
+    config = config_from_dict({"synthesis": SYNTH_2D,
+                               "sampling": {**SAMPLING_2D, "normalization": "ct"},
+                               "network": {"dim": 2, "width": 0.5}})
+    save_checkpoint(tmp_path / "ct.pt", {
+        "config": config.to_dict(), "step": 0, "spacing_mm": 1.0,
+        "model": build_network(config.network).state_dict(), "intensity_p1_p99": [0.0, 0.33]})
+    for name, seed in (("f.mha", 0), ("m.mha", 1)):
+        image = textured_image((84, 90), seed)
+        sitk.WriteImage(sitk.GetImageFromArray(image - image.min()), str(tmp_path / name))
+    assert main(["register", "--fixed", str(tmp_path / "f.mha"), "--moving",
+                 str(tmp_path / "m.mha"), "--model", str(tmp_path / "ct.pt"), "--out",
+                 str(tmp_path / "out"), "--no-report"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["trusted"] is False
+    assert any(w.startswith("intensity: the fixed image") for w in summary["warnings"])
+    capsys.readouterr()
+    assert main(["evaluate", "--dvf", str(tmp_path / "out" / "dvf.nii")]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING intensity: the fixed image" in out and '"trusted": false' in out
