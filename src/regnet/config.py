@@ -50,6 +50,8 @@ class SynthesisConfig:
         if min(self.MaxDeform) < 0 or self.Border < 0:
             raise bad_setting(where, f"MaxDeform and Border must be >= 0, got "
                               f"{list(self.MaxDeform)} and {self.Border}")
+        if not self.deformMethod or not self.Dsmooth:
+            raise bad_setting(where, "deformMethod and Dsmooth need at least one value")
         if any(d not in (0, 1, 2) for d in self.deformMethod) or min(self.Dsmooth) < 0:
             raise bad_setting(where, "deformMethod takes 0, 1, 2 and Dsmooth indices are >= 0")
 
@@ -90,8 +92,11 @@ class SamplingConfig:
         if self.K < reach:
             raise bad_setting(where, f"K={self.K} must be at least the patch reach {reach} "
                               "(Rlow or R)")
-        if self.numberOfImagesPerChunk < 1 or self.samplesPerImage < 1:
-            raise bad_setting(where, "numberOfImagesPerChunk and samplesPerImage must be >= 1")
+        if min(self.numberOfImagesPerChunk, self.samplesPerImage, self.valSamplesPerImage) < 1:
+            raise bad_setting(where, "numberOfImagesPerChunk, samplesPerImage and "
+                              "valSamplesPerImage must be >= 1")
+        if not self.deformMethod or any(d not in (0, 1, 2) for d in self.deformMethod):
+            raise bad_setting(where, f"deformMethod takes 0, 1, 2, got {list(self.deformMethod)}")
         if self.normalization not in ("ct", "robust"):
             raise bad_setting(where, f"normalization must be 'ct' or 'robust', got "
                               f"{self.normalization!r}")
@@ -130,8 +135,10 @@ class TrainingConfig:
     num_workers: int = 1
 
     def validate(self, where="training") -> None:
-        if self.lr <= 0 or self.batch_size < 1 or self.steps < 0 or self.val_every < 1:
-            raise bad_setting(where, "lr, batch_size and val_every must be positive, steps >= 0")
+        if self.lr <= 0 or self.steps < 0 or min(self.batch_size, self.val_every, self.log_every,
+                                                 self.checkpoint_every) < 1:
+            raise bad_setting(where, "lr, batch_size, val_every, log_every and checkpoint_every "
+                              "must be positive, steps >= 0")
         if self.lr_schedule not in ("constant", "cosine"):
             raise bad_setting(where, f"lr_schedule must be 'constant' or 'cosine', got "
                        f"{self.lr_schedule!r}")

@@ -7,7 +7,12 @@ Reads mha/mhd, nii/nii.gz, nrrd, a folder holding a DICOM series, and 2D png/jpg
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
+import os
+import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -17,12 +22,35 @@ import SimpleITK as sitk
 from regnet.errors import fail
 from regnet.io.atomic import atomic_path
 
+log = logging.getLogger(__name__)
 _2D_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
-def _itk_reason(exc: Exception) -> str:
-    """The informative part of a SimpleITK read error."""
+@contextlib.contextmanager
+def native_stderr_to(lines: list):
+    """Catch what ITK's C++ code prints on file descriptor 2 (MetaIO and NIfTI chatter) while
+    reading, so that the user sees one line; the text is appended to ``lines``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace").strip()
+            if text:
+                lines.append(text)
+                log.debug("ITK said: %s", text)
+
+
+def itk_read_reason(exc: Exception, native: str = "") -> str:
+    """The informative part of a SimpleITK read error (and of what ITK printed)."""
     text = str(exc)
+    if "data not read completely" in native:
+        return "truncated: the image data ends early"
     if "Unable to determine ImageIO reader" in text:
         return "not an image format SimpleITK can read"
     if "Refusing to change spacing" in text:
@@ -148,14 +176,17 @@ def read_image(path: str | Path, dim: int | None = None, series=None) -> sitk.Im
     path = Path(path)
     if not path.exists():
         raise fail(path, "file not found")
+    native: list[str] = []
     try:
         if path.is_dir():
-            image = _read_dicom_folder(path, series)
+            with native_stderr_to(native):
+                image = _read_dicom_folder(path, series)
         else:
             check_complete(path)
-            image = sitk.ReadImage(str(path))
+            with native_stderr_to(native):
+                image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise fail(path, _itk_reason(exc)) from exc
+        raise fail(path, itk_read_reason(exc, "\n".join(native))) from exc
     except OSError as exc:
         raise fail(path, f"cannot be read ({exc.strerror or exc.__class__.__name__})") from exc
     if image.GetNumberOfComponentsPerPixel() > 1:
