@@ -344,6 +344,14 @@ ROWS = [
      "sampling.R = 14 exceeds synthesis.Border = 5"),
     ("config negative sigma", cfg("synthesis: {sigmaN: -1}\n"), 2,
      r"sigmaN must be >= 0, got -1\.0"),
+    # found by fuzzing (tests/test_fuzz.py) and its neighbours, found by reading the same code:
+    # each crashed with another exception before
+    ("config empty Dsmooth (fuzz)", cfg("synthesis: {Dsmooth: []}\n"), 2,
+     "deformMethod and Dsmooth need at least one value"),
+    ("config zero log_every", cfg("training: {log_every: 0}\n"), 2,
+     "log_every and checkpoint_every must be positive"),
+    ("config deformMethod 7", cfg("sampling: {deformMethod: [7]}\n"), 2,
+     r"deformMethod takes 0, 1, 2, got \[7\]"),
     ("config not YAML", cfg("a: [1, 2\n"), 2, "not valid YAML"),
     ("config a list", cfg("- 1\n- 2\n"), 2, "a config must be a mapping of sections"),
     ("config missing", lambda c, m: c.train("--config", str(c.tmp / "none.yaml")), 2,
