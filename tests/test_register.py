@@ -111,3 +111,35 @@ def test_compare_with_elastix(trained_2d, dataset_2d, tmp_path, capsys):
         assert result[name]["epe_mean_mm"] < result[name]["identity_epe_mean_mm"]
     assert (tmp_path / "dvf_elastix.nii.gz").is_file()
     assert not list(tmp_path.parent.glob("deformationField*"))  # elastix left nothing behind
+
+
+def test_single_stage_path_is_the_seed_computation(trained_2d, dataset_2d):
+    """One stage at the model's spacing = resample to it, predict densely, resample back."""
+    from regnet.inference.dense import predict_dense
+    from regnet.inference.models import load_model
+    from regnet.io.dvf import resample_dvf
+    from regnet.io.images import resample_isotropic, resample_to_grid
+    from regnet.sampling.patches import normalize
+
+    run, _ = trained_2d
+    fixed, moving, _ = held_out_pair(dataset_2d)
+    image = sitk.ReadImage(str(fixed))
+    reference = sitk.Image([50, 70], sitk.sitkFloat32)  # an anisotropic, rotated fixed grid
+    reference.SetSpacing((1.4, 0.8))
+    reference.SetOrigin((5.0, 3.0))
+    reference.SetDirection((0.96, -0.28, 0.28, 0.96))
+    fixed_img = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
+    moving_img = sitk.ReadImage(str(moving), sitk.sitkFloat32)
+    loaded = load_model(run / "best.pt")
+    result = regnet.register(fixed_img, moving_img, model=loaded, device="cpu")
+    assert [s["kept"] for s in result.summary["stages"]] == [True]
+    s = loaded.config.sampling
+    fixed_iso = resample_isotropic(fixed_img, loaded.spacing_mm)
+    background = float(sitk.GetArrayViewFromImage(moving_img).min())
+    moving_iso = resample_to_grid(moving_img, fixed_iso, background)
+    dvf = predict_dense(loaded.network, normalize(sitk.GetArrayFromImage(moving_iso),
+                                                  s.normalization),
+                        normalize(sitk.GetArrayFromImage(fixed_iso), s.normalization), "cpu",
+                        R=s.R, Rlow=s.Rlow)
+    np.testing.assert_allclose(result.dvf_mm, resample_dvf(dvf, fixed_iso, fixed_img),
+                               atol=1e-4)

@@ -46,7 +46,8 @@ def _register(args) -> int:
     from regnet.errors import UsageError
 
     options = {"report": not args.no_report, "dvf_format": args.dvf_format,
-               "series": args.series, "max_memory_gb": args.max_memory_gb}
+               "series": args.series, "max_memory_gb": args.max_memory_gb,
+               "stages": args.stages, "prealign_kind": args.prealign, "guard": not args.no_guard}
     if args.pairs:
         if args.fixed or args.moving or args.fixed_mask:
             raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask; give one or the "
@@ -142,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "than nii.gz for a barely smaller file)")
     p.add_argument("--max-memory-gb", type=float, help="refuse images whose registration "
                    "would need more (default: the memory available)")
+    p.add_argument("--stages", nargs="+", type=float, metavar="MM",
+                   help="coarse-to-fine isotropic spacings in mm, e.g. 8 4 2, for large motion "
+                        "(default: one stage at the model's spacing)")
+    p.add_argument("--prealign", default="none", choices=["none", "rigid", "affine"],
+                   help="global pre-alignment (SimpleITK, mutual information), composed into "
+                        "the written DVF")
+    p.add_argument("--no-guard", action="store_true",
+                   help="keep stages that lower the images' similarity (NCC)")
     p.add_argument("--model", help="model name or checkpoint path (default: the shipped "
                    "model for the images' dimension: ct_lung_2mm in 3D, mr_brain_2d in 2D)")
     p.add_argument("--fixed-mask", help="report Jacobian statistics inside this mask")

@@ -31,13 +31,15 @@ def folding_warning(fraction: float) -> str | None:
     return None
 
 
-def range_warning(dvf_mm: np.ndarray, trained_range_mm: float | None) -> str | None:
+def range_warning(largest_mm: float, trained_range_mm: float | None) -> str | None:
+    """``largest_mm``: the largest displacement component a stage predicted, in the model's
+    own units (mm at its training spacing)."""
     if not trained_range_mm:
         return None
-    largest = float(np.abs(dvf_mm).max())
-    if largest >= RANGE_WARN_SHARE * trained_range_mm:
-        return (f"range: displacements reach {largest:.1f} mm, the model was trained on motion "
-                f"up to {trained_range_mm:g} mm; larger motion is likely underestimated")
+    if largest_mm >= RANGE_WARN_SHARE * trained_range_mm:
+        return (f"range: the network predicted displacements of {largest_mm:.1f} mm, the model "
+                f"was trained on motion up to {trained_range_mm:g} mm; larger motion is likely "
+                "underestimated (try coarse-to-fine stages: --stages 8 4 2)")
     return None
 
 

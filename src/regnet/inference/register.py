@@ -18,20 +18,19 @@ import SimpleITK as sitk
 from regnet.devices import pick_device
 from regnet.errors import RegNetError, UsageError, fail
 from regnet.evaluation import trust
+from regnet.geometry.compose import affine_parts, compose_affine
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
-from regnet.inference.dense import predict_dense
 from regnet.inference.models import LoadedModel, load_model
+from regnet.inference.stages import prealign, reports_as_dicts, run_stages
 from regnet.io.atomic import folder_lock, write_text_atomic
-from regnet.io.dvf import dvf_to_itk, itk_to_dvf, write_dvf
+from regnet.io.dvf import resample_dvf, write_dvf
 from regnet.io.images import (
     check_geometry,
     check_not_constant,
     load_mask,
     overlap_fraction,
     read_image,
-    resample_isotropic,
-    resample_to_grid,
     same_grid,
     write_image,
 )
@@ -117,22 +116,19 @@ def check_memory(fixed: sitk.Image, spacing_mm: float, limit_gb: float | None, n
     return need_gb
 
 
-def _resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> np.ndarray:
-    """Linear resampling of a DVF from ``grid`` onto ``target`` (same direction)."""
-    field_image = sitk.Resample(dvf_to_itk(dvf_mm, grid), target, sitk.Transform(),
-                                sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
-    return itk_to_dvf(field_image)
-
-
 def register(fixed, moving, model: str | Path | LoadedModel | None = None, device="auto",
              fixed_mask=None, tile: int = 40, phases: str = "one", series=None,
-             max_memory_gb: float | None = None) -> RegistrationResult:
-    """Register ``moving`` onto ``fixed`` in one forward pass of the network.
+             max_memory_gb: float | None = None, stages=None, prealign_kind: str = "none",
+             guard: bool = True) -> RegistrationResult:
+    """Register ``moving`` onto ``fixed`` in one forward pass of the network per stage.
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
     onto the fixed grid, both onto the model's isotropic spacing; the predicted DVF is brought
     back to the original fixed grid. ``model=None`` takes the shipped default for the images'
-    dimension. ``series``: DICOM series UIDs to pick in folders holding several. The summary's
+    dimension. ``stages``: isotropic spacings (mm) of coarse-to-fine stages (default: one
+    stage at the model's spacing); ``prealign_kind``: ``none``, ``rigid`` or ``affine``;
+    ``guard``: drop stages that lower the images' similarity (:mod:`regnet.inference.stages`).
+    ``series``: DICOM series UIDs to pick in folders holding several. The summary's
     ``warnings`` list the trust signals of :mod:`regnet.evaluation.trust`.
     """
     t0 = time.perf_counter()
@@ -150,40 +146,47 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
         raise RegNetError(f"{names[0]}: the model {loaded.source} is for {dim}D images, "
                           f"this image is {fixed_img.GetDimension()}D")
     overlap = overlap_fraction(fixed_img, moving_img)
-    if overlap == 0:
+    if overlap == 0 and prealign_kind == "none":
         raise RegNetError(f"{names[1]} does not overlap {names[0]} in physical space (moving "
                           f"origin {np.round(moving_img.GetOrigin(), 1).tolist()} mm, fixed "
                           f"origin {np.round(fixed_img.GetOrigin(), 1).tolist()} mm); check "
                           "the headers or pre-align the images")
-    check_memory(fixed_img, loaded.spacing_mm, max_memory_gb, names[0])
+    if stages is not None and (not stages or min(stages) <= 0):
+        raise UsageError(f"--stages {stages}: give positive spacings in mm, e.g. 8 4 2")
+    check_memory(fixed_img, min(stages or [loaded.spacing_mm]), max_memory_gb, names[0])
     mask = load_mask(fixed_mask, fixed_img) if fixed_mask is not None else None
     dev = pick_device(device) if isinstance(device, str) else device
     loaded.network.to(dev)
-    fixed_iso = resample_isotropic(fixed_img, loaded.spacing_mm)
     background = float(sitk.GetArrayViewFromImage(moving_img).min())
-    moving_iso = resample_to_grid(moving_img, fixed_iso, background)
-    norm = loaded.config.sampling.normalization
-    moving_arr = normalize(sitk.GetArrayFromImage(moving_iso), norm)
-    fixed_arr = normalize(sitk.GetArrayFromImage(fixed_iso), norm)
-    s = loaded.config.sampling
     t1 = time.perf_counter()
-    dvf_iso = predict_dense(loaded.network, moving_arr, fixed_arr, dev,
-                            multi=s.Resolution == "multi", tile=tile, phases=phases,
-                            R=s.R, Rlow=s.Rlow)
+    transform = prealign(fixed_img, moving_img, prealign_kind)
+    u_mm, grid, reports = run_stages(fixed_img, moving_img, loaded, dev, stages, background,
+                                     guard, transform, tile, phases)
     t_net = time.perf_counter() - t1
-    dvf_mm = dvf_iso if same_grid(fixed_iso, fixed_img) else _resample_dvf(dvf_iso, fixed_iso,
-                                                                           fixed_img)
+    dvf_mm = u_mm if same_grid(grid, fixed_img) else resample_dvf(u_mm, grid, fixed_img)
+    if transform is not None:
+        dvf_mm = compose_affine(*affine_parts(transform), dvf_mm, fixed_img)
     moved = warp_image(moving_img, dvf_mm, fixed_img, default=background)
     det = jacobian_determinant(dvf_mm, fixed_img.GetSpacing())
     stats = jacobian_summary(det, mask)
+    norm = loaded.config.sampling.normalization
     reference = loaded.intensity_p1_p99 if norm == "ct" else None
+
+    def percentiles(image):
+        return trust.intensity_percentiles(normalize(sitk.GetArrayFromImage(image), norm))
+
     warnings = trust.collect(
         trust.folding_warning(stats["jac_nonpositive_fraction"]),
-        trust.range_warning(dvf_mm, loaded.trained_range_mm),
-        trust.intensity_warning("fixed", trust.intensity_percentiles(fixed_arr), reference),
-        trust.intensity_warning("moving", trust.intensity_percentiles(moving_arr), reference),
-        None if overlap >= 0.5 else f"overlap: the moving image covers only {100 * overlap:.0f}%"
-                                    " of the fixed image's extent")
+        trust.range_warning(max(r.max_abs_mm * loaded.spacing_mm / r.spacing_mm
+                                for r in reports), loaded.trained_range_mm),
+        trust.intensity_warning("fixed", percentiles(fixed_img), reference),
+        trust.intensity_warning("moving", percentiles(moving_img), reference),
+        None if overlap >= 0.5 or transform is not None else
+        f"overlap: the moving image covers only {100 * overlap:.0f}% of the fixed image's "
+        "extent",
+        None if any(r.kept for r in reports) else
+        "stages: every stage was dropped by the guard; the result is the identity"
+        + (" after pre-alignment" if transform is not None else ""))
     for warning in warnings:
         log.warning("%s", warning)
     summary = {"seconds_total": round(time.perf_counter() - t0, 3),
@@ -192,22 +195,23 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
                "fixed_size_xyz": list(fixed_img.GetSize()),
                "dvf_max_abs_mm": float(np.abs(dvf_mm).max()),
                "model_trained_range_mm": loaded.trained_range_mm, **stats,
+               "prealign": prealign_kind, "stages": reports_as_dicts(reports),
                "trusted": not warnings, "warnings": warnings}
-    log.info("registered in %.2f s (network %.2f s on %s); Jacobian min %.3f, folding %.4f%%",
-             summary["seconds_total"], t_net, dev, stats["jac_min"],
+    log.info("registered in %.2f s (network and stages %.2f s on %s); Jacobian min %.3f, "
+             "folding %.4f%%", summary["seconds_total"], t_net, dev, stats["jac_min"],
              100 * stats["jac_nonpositive_fraction"])
     return RegistrationResult(dvf_mm, fixed_img, moving_img, moved, det, summary)
 
 
 def register_files(fixed, moving, out, model=None, fixed_mask=None, device="auto",
-                   report=True, dvf_format="nii", series=None, max_memory_gb=None
-                   ) -> RegistrationResult:
-    """The ``regnet register`` command: register and write the outputs into ``out``, holding
-    a lock on ``out`` so that two runs never write into one folder at once."""
+                   report=True, dvf_format="nii", **options) -> RegistrationResult:
+    """The ``regnet register`` command: register (``options`` as in :func:`register`) and
+    write the outputs into ``out``, holding a lock on ``out`` so that two runs never write
+    into one folder at once."""
     out = Path(out)
     with folder_lock(out, "regnet register"):
         result = register(fixed, moving, model=model, device=device, fixed_mask=fixed_mask,
-                          series=series, max_memory_gb=max_memory_gb)
+                          **options)
         result.summary.update({"fixed": str(fixed), "moving": str(moving)})
         result.save(out, report=report, dvf_format=dvf_format)
     return result

@@ -79,6 +79,14 @@ def write_dvf(dvf_mm: np.ndarray, reference: sitk.Image, path: str | Path) -> Pa
     return write_image(field, path)
 
 
+def resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> np.ndarray:
+    """Linear resampling of a grid-frame field from ``grid`` onto ``target``'s grid (both with
+    one direction matrix); zero beyond ``grid``."""
+    image = sitk.Resample(dvf_to_itk(dvf_mm, grid), target, sitk.Transform(), sitk.sitkLinear,
+                          0.0, sitk.sitkVectorFloat64)
+    return itk_to_dvf(image)
+
+
 def displacement_transform(dvf_mm: np.ndarray, reference: sitk.Image
                            ) -> sitk.DisplacementFieldTransform:
     """A ``sitk.DisplacementFieldTransform`` mapping fixed points x to x + u(x) (physical)."""

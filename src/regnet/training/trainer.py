@@ -205,9 +205,11 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
         out.mkdir(parents=True, exist_ok=True)
         if remove_stale_temporaries(out):
             log.info("removed the half-written checkpoint of an interrupted run")
-        log.info("RegNet %s: %d parameters; %d train / %d validation pairs (cases %s held out)",
+        held_out = ("a slab of each pair" if val_pairs[0].slab else
+                    f"cases {sorted({p.case for p in val_pairs})}")
+        log.info("RegNet %s: %d parameters; %d train / %d validation pairs (%s held out)",
                  config.network.name, count_parameters(model), len(train_pairs),
-                 len(val_pairs), sorted({p.case for p in val_pairs}))
+                 len(val_pairs), held_out)
     val_centres = None
     if main_rank:
         val_centres = draw_validation_centres(val_pairs, sampling, seed, tcfg.val_max_patches)
@@ -230,6 +232,7 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
 
     def validate_and_keep_best(step: int) -> dict:
         nonlocal best
+        t_val = time.perf_counter()
         result = validate(model, val_pairs, val_centres, sampling, dev)
         for key, value in result.items():
             if key != "samples":
@@ -237,8 +240,9 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
         if result["epe"] < best:
             best = result["epe"]
             checkpoint(out / "best.pt", step)
-        log.info("step %d: validation EPE %.3f mm (identity %.3f mm)", step, result["epe"],
-                 result["epe_identity"])
+        log.info("step %d: validation EPE %.3f mm (identity %.3f mm), %d patches in %.0f s",
+                 step, result["epe"], result["epe_identity"], result["samples"],
+                 time.perf_counter() - t_val)
         return result
 
     stream = PatchStream(train_pairs, sampling, tcfg.batch_size, seed, start, rank,
