@@ -16,6 +16,8 @@ import yaml
 
 from regnet.errors import UsageError, bad_setting
 
+DEFORM_METHODS = (0, 1, 2, 3, 4, 5)  # the seed's low, medium, high; respiratory, mixed, affine
+
 
 @dataclass(frozen=True)
 class SynthesisConfig:
@@ -33,7 +35,15 @@ class SynthesisConfig:
     Dsmooth: tuple = (0,)  # which "next fixed" variants to make; 0 = the image itself
     DsmoothMaxDeform: float = 4.0  # mm, amplitude of the smooth field making a Dsmooth>0 image
     spacing_mm: float = 1.0  # isotropic spacing that images are resampled to (seed: 1 mm)
-    deformMethod: tuple = (0, 1, 2)  # which D to generate
+    deformMethod: tuple = (0, 1, 2)  # which D to generate; 3-5: ours (synthesis/motion.py)
+    RespiratoryMinDeform: float = 10.0  # mm, D3: inferior motion of the lung base, drawn in
+    RespiratoryMaxDeform: float = 30.0  # [min, max]
+    RespiratoryAPShare: float = 0.3  # D3: anterior chest-wall motion, share of the above
+    RespiratoryDecay: float = 60.0  # mm, D3: decay length above the apex / below the base
+    MixedMaxDeform: tuple = (15.0, 8.0)  # mm, D4: low- and high-frequency amplitudes
+    AffineMaxTranslation: float = 30.0  # mm per axis, D5
+    AffineMaxRotation: float = 10.0  # degrees per axis, D5
+    AffineMaxScale: float = 0.1  # D5: scaling within 1 +- this, per axis
 
     def validate(self, where="synthesis") -> None:
         if self.Dim not in ("2D", "3D"):
@@ -52,8 +62,17 @@ class SynthesisConfig:
                               f"{list(self.MaxDeform)} and {self.Border}")
         if not self.deformMethod or not self.Dsmooth:
             raise bad_setting(where, "deformMethod and Dsmooth need at least one value")
-        if any(d not in (0, 1, 2) for d in self.deformMethod) or min(self.Dsmooth) < 0:
-            raise bad_setting(where, "deformMethod takes 0, 1, 2 and Dsmooth indices are >= 0")
+        if any(d not in DEFORM_METHODS for d in self.deformMethod) or min(self.Dsmooth) < 0:
+            raise bad_setting(where, f"deformMethod takes {DEFORM_METHODS} and Dsmooth indices "
+                              "are >= 0")
+        if len(self.MixedMaxDeform) != 2 or min(self.MixedMaxDeform) < 0:
+            raise bad_setting(where, "MixedMaxDeform needs 2 values >= 0 (low, high) mm")
+        if not 0 <= self.RespiratoryMinDeform <= self.RespiratoryMaxDeform:
+            raise bad_setting(where, "RespiratoryMinDeform must lie in [0, RespiratoryMaxDeform]")
+        if min(self.RespiratoryDecay, self.AffineMaxTranslation, self.AffineMaxRotation,
+               self.AffineMaxScale, self.RespiratoryAPShare) < 0 or self.RespiratoryDecay == 0:
+            raise bad_setting(where, "the respiratory and affine settings must be >= 0 (decay "
+                              "> 0)")
 
 
 @dataclass(frozen=True)
@@ -95,8 +114,9 @@ class SamplingConfig:
         if min(self.numberOfImagesPerChunk, self.samplesPerImage, self.valSamplesPerImage) < 1:
             raise bad_setting(where, "numberOfImagesPerChunk, samplesPerImage and "
                               "valSamplesPerImage must be >= 1")
-        if not self.deformMethod or any(d not in (0, 1, 2) for d in self.deformMethod):
-            raise bad_setting(where, f"deformMethod takes 0, 1, 2, got {list(self.deformMethod)}")
+        if not self.deformMethod or any(d not in DEFORM_METHODS for d in self.deformMethod):
+            raise bad_setting(where, f"deformMethod takes {DEFORM_METHODS}, got "
+                              f"{list(self.deformMethod)}")
         if self.normalization not in ("ct", "robust"):
             raise bad_setting(where, f"normalization must be 'ct' or 'robust', got "
                               f"{self.normalization!r}")

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-import torch.nn.functional as F
 
 
 def sample_field(field_mm: np.ndarray, index_xyz: np.ndarray) -> np.ndarray:
     """Linear interpolation of ``field_mm`` ``(*shape, C)`` at continuous voxel indices
     ``index_xyz`` ``(*shape, ndim)`` (x, y(, z) order); border values beyond the grid."""
+    import torch
+    import torch.nn.functional as F
+
     sizes_xyz = np.array(field_mm.shape[:-1][::-1], dtype=np.float64)
     grid = 2.0 * index_xyz / np.maximum(sizes_xyz - 1, 1) - 1.0  # align_corners=True
     values = torch.from_numpy(np.moveaxis(field_mm, -1, 0)[None].astype(np.float32))

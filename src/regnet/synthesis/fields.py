@@ -18,7 +18,8 @@ from regnet.config import SynthesisConfig
 from regnet.errors import RegNetError
 
 METHODS = {0: "smooth", 1: "smooth", 2: "blob"}
-FREQUENCY_NAMES = {0: "low", 1: "medium", 2: "high"}
+FREQUENCY_NAMES = {0: "low", 1: "medium", 2: "high",  # the seed's
+                   3: "respiratory", 4: "mixed", 5: "affine"}  # ours: synthesis/motion.py
 TRUNCATE = 4.0  # scipy's default, as in the seed
 
 

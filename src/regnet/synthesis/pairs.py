@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from regnet.config import SynthesisConfig
 from regnet.geometry.warp import warp_image
 from regnet.synthesis.fields import PeakRecord, build_dvf, draw_peaks
+from regnet.synthesis.motion import BUILDERS, MotionRecord
 
 
 @dataclass
@@ -21,7 +22,7 @@ class ArtificialPair:
 
     fixed: sitk.Image
     dvf_mm: np.ndarray
-    record: PeakRecord
+    record: PeakRecord | MotionRecord
 
 
 def add_noise(image: sitk.Image, sigma: float, rng: np.random.Generator) -> sitk.Image:
@@ -35,11 +36,14 @@ def add_noise(image: sitk.Image, sigma: float, rng: np.random.Generator) -> sitk
 
 def make_pair(source: sitk.Image, frequency: int, config: SynthesisConfig,
               rng: np.random.Generator) -> ArtificialPair:
-    """The seed's pair for one D: draw peaks, build the DVF, resample (linear, default 0),
-    then add noise of ``sigmaN``."""
-    shape_zyx = tuple(reversed(source.GetSize()))
-    record = draw_peaks(shape_zyx, frequency, config, rng)
-    dvf_mm = build_dvf(record, shape_zyx)
+    """The seed's pair for one D (0-2; 3-5 from :mod:`regnet.synthesis.motion`): draw the
+    field's parameters, build the DVF, resample (linear, default 0), add noise of ``sigmaN``."""
+    if frequency in BUILDERS:  # ours: respiratory, mixed, affine
+        dvf_mm, record = BUILDERS[frequency](source, config, rng)
+    else:
+        shape_zyx = tuple(reversed(source.GetSize()))
+        record = draw_peaks(shape_zyx, frequency, config, rng)
+        dvf_mm = build_dvf(record, shape_zyx)
     deformed = warp_image(source, dvf_mm, source, default=0.0)
     return ArtificialPair(add_noise(deformed, config.sigmaN, rng), dvf_mm, record)
 
