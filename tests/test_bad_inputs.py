@@ -397,6 +397,9 @@ ROWS = [
     ("landmark rows of unequal length", lambda c, m: _landmarks(
         c, "1 2 3\n4 5\n", "1 2 3\n4 5 6\n", "lm.csv"), 1,
      "same number of coordinates on every line"),
+    ("VTK landmarks cut short", lambda c, m: _landmarks(
+        c, "ASCII\nPOINTS 3 float\n1 2 3\n", "ASCII\nPOINTS 1 float\n1 2 3\n", "lm.vtk"), 1,
+     "POINTS says 3 points but the file holds 1"),
     ("scalar image as DVF", lambda c, m: ["evaluate", "--dvf", c.fixed], 1,
      "has 1 components per voxel; a 2D displacement field needs 2"),
     ("true DVF on another grid", lambda c, m: _grids_differ(c), 1, "true DVF grid .* differs"),

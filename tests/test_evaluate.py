@@ -92,3 +92,13 @@ def test_report_command(tmp_path, oblique_image, capsys):
     assert code == 0 and "report.png" in capsys.readouterr().out
     assert (tmp_path / "r" / "report.png").stat().st_size > 20_000
     assert "jac_nonpositive_fraction" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_vtk_landmarks_by_hand(tmp_path):
+    """Legacy ASCII VTK: the POINTS block, x y z in mm, over several lines."""
+    from regnet.io.landmarks import read_landmarks
+
+    path = tmp_path / "lm.vtk"
+    path.write_text("# vtk DataFile Version 3.0\nvtk output\nASCII\nDATASET POLYDATA\n"
+                    "POINTS 3 float\n1 2 3 4.5 5 6\n7 8 9.25\n")
+    np.testing.assert_allclose(read_landmarks(path), [[1, 2, 3], [4.5, 5, 6], [7, 8, 9.25]])

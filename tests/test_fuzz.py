@@ -140,11 +140,13 @@ landmark_text = st.one_of(
     st.tuples(st.sampled_from(["point", "index", "POINT", "x"]), st.integers(-2, 6),
               st.lists(line, max_size=6)).map(
         lambda t: "\n".join([t[0], str(t[1]), *t[2]])),
+    st.tuples(st.integers(-1, 4), st.lists(line, max_size=6)).map(
+        lambda t: "\n".join(["# vtk DataFile", "ASCII", f"POINTS {t[0]} float", *t[1]])),
     st.lists(line, max_size=6).map("\n".join), st.text(max_size=120))
 
 
 @FUZZ
-@given(landmark_text, st.sampled_from([".pts", ".csv", ".txt"]),
+@given(landmark_text, st.sampled_from([".pts", ".csv", ".txt", ".vtk"]),
        st.sampled_from(["image", "spacing", "none"]))
 def test_landmark_reader_never_raises_anything_else(text, suffix, reference):
     grid = sitk.Image([5, 6, 7], sitk.sitkUInt8)

@@ -119,7 +119,7 @@ def check_memory(fixed: sitk.Image, spacing_mm: float, limit_gb: float | None, n
 def register(fixed, moving, model: str | Path | LoadedModel | None = None, device="auto",
              fixed_mask=None, tile: int = 40, phases: str = "one", series=None,
              max_memory_gb: float | None = None, stages=None, prealign_kind: str = "none",
-             guard: bool = True) -> RegistrationResult:
+             guard: bool = True, smooth_vox: float = 0.0) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` in one forward pass of the network per stage.
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
@@ -161,7 +161,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     t1 = time.perf_counter()
     transform = prealign(fixed_img, moving_img, prealign_kind)
     u_mm, grid, reports = run_stages(fixed_img, moving_img, loaded, dev, stages, background,
-                                     guard, transform, tile, phases)
+                                     guard, transform, tile, phases, smooth_vox)
     t_net = time.perf_counter() - t1
     dvf_mm = u_mm if same_grid(grid, fixed_img) else resample_dvf(u_mm, grid, fixed_img)
     if transform is not None:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import SimpleITK as sitk
+from scipy.ndimage import gaussian_filter
 
 from regnet.errors import UsageError
 from regnet.geometry.compose import affine_parts, compose_affine, compose_dvfs
@@ -100,9 +101,11 @@ def prealign(fixed: sitk.Image, moving: sitk.Image, kind: str, spacing_mm: float
 def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, device,
                spacings_mm=None, background: float = 0.0, guard: bool = True,
                global_transform: sitk.Transform | None = None, tile: int = 40,
-               phases: str = "one") -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
+               phases: str = "one", smooth_vox: float = 0.0
+               ) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
     """Run the stages coarse to fine; return ``(u_mm, grid, reports)`` with ``u`` the field
-    found after the global transform, on the finest stage's grid (grid frame, mm)."""
+    found after the global transform, on the finest stage's grid (grid frame, mm).
+    ``smooth_vox``: Gaussian sigma (voxels of each stage's grid) applied to every residual."""
     spacings = sorted(spacings_mm or [loaded.spacing_mm], reverse=True)
     s = loaded.config.sampling
     norm = s.normalization
@@ -120,6 +123,9 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
         r = predict_dense(loaded.network, moving_arr, fixed_arr, device,
                           multi=s.Resolution == "multi", tile=tile, phases=phases, R=s.R,
                           Rlow=s.Rlow) * (spacing / loaded.spacing_mm)
+        if smooth_vox > 0:
+            for c in range(r.shape[-1]):
+                r[..., c] = gaussian_filter(r[..., c], smooth_vox, mode="nearest")
         candidate = compose_dvfs(u, r, grid.GetSpacing())
         seen_after = candidate if affine is None else compose_affine(*affine, candidate, grid)
         after_arr = normalize(sitk.GetArrayFromImage(

@@ -5,6 +5,7 @@
 * ``.csv``: one point a line, x, y, z in mm (a header line is allowed).
 * DIR-Lab ``.txt``: 1-based voxel indices x y z, converted with the given spacing (and the
   image's origin/direction when an image is given).
+* legacy ASCII VTK ``.vtk``: the ``POINTS n type`` block, x y z in mm.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def read_landmarks(path: str | Path, image: sitk.Image | None = None,
 
 def _parse(path: Path, lines: list[str], image, spacing_xyz) -> np.ndarray:
     first = lines[0].strip().lower() if lines else ""
+    if path.suffix.lower() == ".vtk":
+        return _vtk_points(path, lines)
     if path.suffix.lower() == ".pts" or first in ("point", "index"):
         if first not in ("point", "index") or len(lines) < 2:
             raise fail(path, "an elastix .pts file starts with 'point' or 'index', then the "
@@ -85,6 +88,27 @@ def _parse(path: Path, lines: list[str], image, spacing_xyz) -> np.ndarray:
         raise fail(path, f"landmarks have {indices.shape[1]} coordinates, the spacing "
                    f"{len(spacing_xyz)}")
     return indices * np.asarray(spacing_xyz, dtype=np.float64)
+
+
+def _vtk_points(path: Path, lines: list[str]) -> np.ndarray:
+    """The ``POINTS n type`` block of a legacy ASCII VTK file: ``(n, 3)`` mm."""
+    for k, line in enumerate(lines):
+        words = line.split()
+        if words and words[0].upper() == "POINTS":
+            try:
+                count = int(words[1])
+            except (IndexError, ValueError) as exc:
+                raise fail(path, f"bad POINTS line {line.strip()[:40]!r}") from exc
+            values: list[str] = []
+            for rest in lines[k + 1:]:
+                if len(values) >= 3 * count:
+                    break
+                values += rest.split()
+            if count < 1 or len(values) < 3 * count:
+                raise fail(path, f"POINTS says {count} points but the file holds "
+                           f"{len(values) // 3}")
+            return _numbers([" ".join(values[: 3 * count])], path).reshape(count, 3)
+    raise fail(path, "no POINTS block in this VTK file")
 
 
 def _check_indices(indices: np.ndarray, image: sitk.Image, path) -> None:
