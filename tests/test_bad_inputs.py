@@ -218,6 +218,13 @@ def _4d(c):
     return c.image("v4.nii.gz", np.random.rand(2, 8, 30, 30))
 
 
+def _complex(c):
+    """Found by fuzzing: a NIfTI whose datatype byte says complex crashed the float cast."""
+    image = sitk.GetImageFromArray((tex() + 1j * tex(1)).astype(np.complex64))
+    sitk.WriteImage(image, str(c.tmp / "complex.nii"))
+    return str(c.tmp / "complex.nii")
+
+
 def _pairs(c, text):
     return ["register", "--pairs", c.text("p.csv", text), "--out", str(c.tmp / "o")]
 
@@ -258,6 +265,8 @@ ROWS = [
     ("vector image", reg(fixed=lambda c: c.image("vec.mha", np.random.rand(30, 30, 3),
                                                   vector=True)), 1,
      "3 components per voxel; a scalar image is expected"),
+    ("complex image (fuzz)", reg(fixed=_complex), 1,
+     "pixel type 'complex of 32-bit float' cannot be read as scalar intensities"),
     ("moving of other dimension", reg(moving=lambda c: c.fixed3d), 1,
      "2D but .* is 3D; both must have the same dimension"),
     ("3D pair for a 2D model", reg(fixed=lambda c: c.fixed3d, moving=lambda c: c.fixed3d), 1,

@@ -207,7 +207,11 @@ def read_image(path: str | Path, dim: int | None = None, series=None) -> sitk.Im
     if path.suffix.lower() in _2D_SUFFIXES:
         image.SetSpacing((1.0,) * image.GetDimension())
     check_geometry(image, path)
-    image = sitk.Cast(image, sitk.sitkFloat32)
+    try:
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    except RuntimeError as exc:  # complex and other pixel types that have no scalar value
+        raise fail(path, f"pixel type '{image.GetPixelIDTypeAsString()}' cannot be read as "
+                   "scalar intensities") from exc
     if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
         raise fail(path, "contains NaN or infinite voxels")
     return image
