@@ -86,7 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     print(header())
     model = load_model(args.model)
-    multi = f"multi-stage {'/'.join(f'{s:g}' for s in args.stages)} mm + {args.prealign}"
+    multi = (f"multi-stage {'/'.join(f'{s:g}' for s in args.stages)} mm + {args.prealign}"
+             + (f", smoothed {args.smooth:g}" if args.smooth else ""))
     print(f"# model {model.source}; held-out CT {Path(args.ct).name}; {multi}; "
           f"smoothing {args.smooth} voxels\n")
     print("| case | method | EPE mean | EPE p95 | folding % (body / all) | seconds | kept |")
@@ -95,9 +96,13 @@ def main() -> None:
     def methods(fixed, moving):
         t0 = time.perf_counter()
         yield "identity", None, time.perf_counter() - t0, ""
-        for name, kwargs in (("single-stage", {}),
-                             (multi, {"stages": args.stages, "prealign_kind": args.prealign,
-                                      "smooth_vox": args.smooth})):
+        variants = [("single-stage", {})]
+        if args.smooth:
+            variants.append((f"single-stage, smoothed {args.smooth:g}", {
+                "smooth_vox": args.smooth}))
+        variants.append((multi, {"stages": args.stages, "prealign_kind": args.prealign,
+                                 "smooth_vox": args.smooth}))
+        for name, kwargs in variants:
             t0 = time.perf_counter()
             result = register(fixed, moving, model=model, **kwargs)
             kept = "".join("y" if s["kept"] else "n" for s in result.summary["stages"])

@@ -360,7 +360,7 @@ ROWS = [
     ("config zero log_every", cfg("training: {log_every: 0}\n"), 2,
      "log_every and checkpoint_every must be positive"),
     ("config deformMethod 7", cfg("sampling: {deformMethod: [7]}\n"), 2,
-     r"deformMethod takes 0, 1, 2, got \[7\]"),
+     r"deformMethod takes \(0, 1, 2, 3, 4, 5\), got \[7\]"),
     ("config not YAML", cfg("a: [1, 2\n"), 2, "not valid YAML"),
     ("config a list", cfg("- 1\n- 2\n"), 2, "a config must be a mapping of sections"),
     ("config missing", lambda c, m: c.train("--config", str(c.tmp / "none.yaml")), 2,

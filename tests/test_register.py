@@ -114,7 +114,8 @@ def test_compare_with_elastix(trained_2d, dataset_2d, tmp_path, capsys):
 
 
 def test_single_stage_path_is_the_seed_computation(trained_2d, dataset_2d):
-    """One stage at the model's spacing = resample to it, predict densely, resample back."""
+    """One stage at the model's spacing without smoothing = the seed's computation: resample
+    to the model's spacing, predict densely, resample back."""
     from regnet.inference.dense import predict_dense
     from regnet.inference.models import load_model
     from regnet.io.dvf import resample_dvf
@@ -131,7 +132,7 @@ def test_single_stage_path_is_the_seed_computation(trained_2d, dataset_2d):
     fixed_img = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
     moving_img = sitk.ReadImage(str(moving), sitk.sitkFloat32)
     loaded = load_model(run / "best.pt")
-    result = regnet.register(fixed_img, moving_img, model=loaded, device="cpu")
+    result = regnet.register(fixed_img, moving_img, model=loaded, device="cpu", smooth_vox=0)
     assert [s["kept"] for s in result.summary["stages"]] == [True]
     s = loaded.config.sampling
     fixed_iso = resample_isotropic(fixed_img, loaded.spacing_mm)

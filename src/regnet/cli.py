@@ -47,7 +47,8 @@ def _register(args) -> int:
 
     options = {"report": not args.no_report, "dvf_format": args.dvf_format,
                "series": args.series, "max_memory_gb": args.max_memory_gb,
-               "stages": args.stages, "prealign_kind": args.prealign, "guard": not args.no_guard}
+               "stages": args.stages, "prealign_kind": args.prealign, "guard": not args.no_guard,
+               "smooth_vox": args.smooth}
     if args.pairs:
         if args.fixed or args.moving or args.fixed_mask:
             raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask; give one or the "
@@ -149,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prealign", default="none", choices=["none", "rigid", "affine"],
                    help="global pre-alignment (SimpleITK, mutual information), composed into "
                         "the written DVF")
+    p.add_argument("--smooth", type=float, default=2.0, metavar="VOXELS",
+                   help="Gaussian sigma applied to the network's output, in voxels of the "
+                        "model grid (default 2: no folding; 0: the seed's raw output)")
     p.add_argument("--no-guard", action="store_true",
                    help="keep stages that lower the images' similarity (NCC)")
     p.add_argument("--model", help="model name or checkpoint path (default: the shipped "

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DVF_FORMATS = ("nii", "nii.gz", "mha")  # "nii": default, by benchmarks/dvf_formats.py
 BYTES_PER_VOXEL = (200, 150)  # peak memory per voxel of the fixed grid and of the model grid
+SMOOTH_VOX = 2.0  # no folding, equal or lower error: benchmarks/README.md "Folding"
 
 
 @dataclass
@@ -119,7 +120,7 @@ def check_memory(fixed: sitk.Image, spacing_mm: float, limit_gb: float | None, n
 def register(fixed, moving, model: str | Path | LoadedModel | None = None, device="auto",
              fixed_mask=None, tile: int = 40, phases: str = "one", series=None,
              max_memory_gb: float | None = None, stages=None, prealign_kind: str = "none",
-             guard: bool = True, smooth_vox: float = 0.0) -> RegistrationResult:
+             guard: bool = True, smooth_vox: float = SMOOTH_VOX) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` in one forward pass of the network per stage.
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
@@ -127,7 +128,9 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     back to the original fixed grid. ``model=None`` takes the shipped default for the images'
     dimension. ``stages``: isotropic spacings (mm) of coarse-to-fine stages (default: one
     stage at the model's spacing); ``prealign_kind``: ``none``, ``rigid`` or ``affine``;
-    ``guard``: drop stages that lower the images' similarity (:mod:`regnet.inference.stages`).
+    ``guard``: drop stages that lower the images' similarity (:mod:`regnet.inference.stages`);
+    ``smooth_vox``: Gaussian smoothing (sigma in voxels of each stage's grid) of the network's
+    output, 0 for the seed's raw prediction.
     ``series``: DICOM series UIDs to pick in folders holding several. The summary's
     ``warnings`` list the trust signals of :mod:`regnet.evaluation.trust`.
     """
@@ -195,7 +198,8 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
                "fixed_size_xyz": list(fixed_img.GetSize()),
                "dvf_max_abs_mm": float(np.abs(dvf_mm).max()),
                "model_trained_range_mm": loaded.trained_range_mm, **stats,
-               "prealign": prealign_kind, "stages": reports_as_dicts(reports),
+               "prealign": prealign_kind, "smooth_vox": smooth_vox,
+               "stages": reports_as_dicts(reports),
                "trusted": not warnings, "warnings": warnings}
     log.info("registered in %.2f s (network and stages %.2f s on %s); Jacobian min %.3f, "
              "folding %.4f%%", summary["seconds_total"], t_net, dev, stats["jac_min"],
