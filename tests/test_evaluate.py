@@ -102,3 +102,5 @@ def test_vtk_landmarks_by_hand(tmp_path):
     path.write_text("# vtk DataFile Version 3.0\nvtk output\nASCII\nDATASET POLYDATA\n"
                     "POINTS 3 float\n1 2 3 4.5 5 6\n7 8 9.25\n")
     np.testing.assert_allclose(read_landmarks(path), [[1, 2, 3], [4.5, 5, 6], [7, 8, 9.25]])
+    path.write_text("ASCII\nPOINTS 1 float\n1,2 3 4\n")  # found by fuzzing: a reshape crash
+    np.testing.assert_allclose(read_landmarks(path), [[1, 2, 3]])

@@ -99,15 +99,15 @@ def _vtk_points(path: Path, lines: list[str]) -> np.ndarray:
                 count = int(words[1])
             except (IndexError, ValueError) as exc:
                 raise fail(path, f"bad POINTS line {line.strip()[:40]!r}") from exc
-            values: list[str] = []
+            values = np.zeros(0)
             for rest in lines[k + 1:]:
-                if len(values) >= 3 * count:
+                if len(values) >= 3 * count or not rest.strip():
                     break
-                values += rest.split()
+                values = np.concatenate([values, _numbers([rest], path).ravel()])
             if count < 1 or len(values) < 3 * count:
                 raise fail(path, f"POINTS says {count} points but the file holds "
                            f"{len(values) // 3}")
-            return _numbers([" ".join(values[: 3 * count])], path).reshape(count, 3)
+            return values[: 3 * count].reshape(count, 3)
     raise fail(path, "no POINTS block in this VTK file")
 
 
