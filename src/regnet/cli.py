@@ -5,14 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 
-from regnet.errors import RegNetError
+from regnet.errors import RegNetError, UsageError
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; None -> ``(0, 1)``."""
+    if text is None:
+        return 0, 1
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match or not int(match[1]) < int(match[2]):
+        raise UsageError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+    return int(match[1]), int(match[2])
 
 
 def _generate(args) -> int:
     from regnet.config import load_config
-    from regnet.inference.batch import parse_shard
     from regnet.synthesis.generate import generate
 
     summary = generate(args.images, args.out, load_config(args.config), seed=args.seed,
@@ -43,8 +53,6 @@ def _train(args) -> int:
 
 
 def _register(args) -> int:
-    from regnet.errors import UsageError
-
     options = {"report": not args.no_report, "dvf_format": args.dvf_format,
                "series": args.series, "max_memory_gb": args.max_memory_gb,
                "stages": args.stages, "prealign_kind": args.prealign, "guard": not args.no_guard,
@@ -53,7 +61,7 @@ def _register(args) -> int:
         if args.fixed or args.moving or args.fixed_mask:
             raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask; give one or the "
                              "other")
-        from regnet.inference.batch import parse_shard, register_batch
+        from regnet.inference.batch import register_batch
 
         summary = register_batch(args.pairs, args.out, model=args.model, device=args.device,
                                  workers=args.workers, shard=parse_shard(args.shard), **options)

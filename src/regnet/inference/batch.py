@@ -48,16 +48,6 @@ class BatchSummary:
         return text + (f" (see {Path(out) / 'failures.csv'})" if self.failed else "")
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; None -> ``(0, 1)``."""
-    if text is None:
-        return 0, 1
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
-    if not match or not int(match[1]) < int(match[2]):
-        raise UsageError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/4")
-    return int(match[1]), int(match[2])
-
-
 def read_pairs(path: str | Path) -> list[PairJob]:
     """Read and check a pairs CSV (columns, unique safe ids); paths relative to its folder."""
     path = Path(path)
