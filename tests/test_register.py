@@ -118,9 +118,9 @@ def test_single_stage_path_is_the_seed_computation(trained_2d, dataset_2d):
     to the model's spacing, predict densely, resample back."""
     from regnet.inference.dense import predict_dense
     from regnet.inference.models import load_model
+    from regnet.intensity import normalize
     from regnet.io.dvf import resample_dvf
     from regnet.io.images import resample_isotropic, resample_to_grid
-    from regnet.sampling.patches import normalize
 
     run, _ = trained_2d
     fixed, moving, _ = held_out_pair(dataset_2d)

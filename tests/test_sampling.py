@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from regnet.config import SamplingConfig
+from regnet.intensity import normalize
 from regnet.sampling.classes import NO_CLASS, draw_balanced_centres, voxel_classes
-from regnet.sampling.patches import centre_targets, extract_patches, normalize
+from regnet.sampling.patches import centre_targets, extract_patches
 from regnet.sampling.stream import augment
 
 

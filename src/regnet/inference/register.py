@@ -23,6 +23,7 @@ from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
 from regnet.inference.models import LoadedModel, load_model
 from regnet.inference.stages import prealign, reports_as_dicts, run_stages
+from regnet.intensity import normalize
 from regnet.io.atomic import folder_lock, write_text_atomic
 from regnet.io.dvf import resample_dvf, write_dvf
 from regnet.io.images import (
@@ -34,7 +35,6 @@ from regnet.io.images import (
     same_grid,
     write_image,
 )
-from regnet.sampling.patches import normalize
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from regnet.geometry.compose import affine_parts, compose_affine, compose_dvfs
 from regnet.geometry.warp import warp_image
 from regnet.inference.dense import predict_dense
 from regnet.inference.models import LoadedModel
+from regnet.intensity import normalize
 from regnet.io.dvf import resample_dvf
 from regnet.io.images import resample_isotropic
-from regnet.sampling.patches import normalize
 
 log = logging.getLogger(__name__)
 PREALIGN = ("none", "rigid", "affine")

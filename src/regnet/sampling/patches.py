@@ -1,4 +1,4 @@
-"""Two-scale patches around centre voxels, and intensity normalisation (seed §2.4).
+"""Two-scale patches around centre voxels (seed §2.4).
 
 Full resolution: ``[c-R, c+R]`` per axis, ``(2R+1)^n``. Low resolution: ``[c-Rlow, c+Rlow]``
 with stride 2, ``(Rlow+1)^n``. Channels are ``(moving, fixed)`` (:mod:`regnet.conventions`).
@@ -7,17 +7,6 @@ with stride 2, ``(Rlow+1)^n``. Channels are ``(moving, fixed)`` (:mod:`regnet.co
 from __future__ import annotations
 
 import numpy as np
-
-CT_OFFSET_HU, CT_SCALE_HU = 1000.0, 4095.0
-
-
-def normalize(array: np.ndarray, mode: str) -> np.ndarray:
-    """``ct``: ``(HU + 1000) / 4095`` as in the seed; ``robust``: 1st..99th percentile -> 0..1."""
-    array = array.astype(np.float32, copy=False)
-    if mode == "ct":
-        return (array + CT_OFFSET_HU) / CT_SCALE_HU
-    lo, hi = np.percentile(array, [1.0, 99.0])
-    return ((array - lo) / max(float(hi - lo), 1e-6)).astype(np.float32)
 
 
 def extract_patches(moving: np.ndarray, fixed: np.ndarray, centres: np.ndarray, radius: int,

@@ -22,9 +22,10 @@ from torch.utils.data import IterableDataset
 
 from regnet.config import SamplingConfig
 from regnet.errors import RegNetError, fail
+from regnet.intensity import normalize
 from regnet.io.dvf import itk_to_dvf
 from regnet.sampling.classes import NO_CLASS, draw_balanced_centres, voxel_classes
-from regnet.sampling.patches import centre_targets, extract_patches, normalize
+from regnet.sampling.patches import centre_targets, extract_patches
 from regnet.synthesis.fields import FREQUENCY_NAMES
 
 log = logging.getLogger(__name__)

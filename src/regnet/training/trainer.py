@@ -87,7 +87,7 @@ def split_one_case(pairs: list[PairRecord], config: Config) -> tuple[list, list]
 def training_intensity(pairs: list[PairRecord], config: Config, count: int = 4) -> list:
     """Mean normalised ``[p1, p99]`` of up to ``count`` training images (a trust reference)."""
     from regnet.evaluation.trust import intensity_percentiles
-    from regnet.sampling.patches import normalize
+    from regnet.intensity import normalize
 
     paths = sorted({p.fixed for p in pairs})[:count]
     values = [intensity_percentiles(normalize(sitk.GetArrayFromImage(sitk.ReadImage(path)),
