@@ -184,6 +184,11 @@ def reg(*extra, fixed=None, moving=None, model=None):
     return build
 
 
+def lm(fixed_text, moving_text, name="lm.pts"):
+    """An evaluate row with these fixed and moving landmark files."""
+    return lambda c, m: _landmarks(c, fixed_text, moving_text, name)
+
+
 def cfg(text, *extra):
     """A train row with a config file holding ``text``."""
     return lambda c, m: c.train("--config", c.text("c.yaml", text), *extra)
@@ -391,23 +396,23 @@ ROWS = [
         "generate", "--images", c.fixed, c.moving, "--moving-images", c.moving, "--out",
         str(c.tmp / "g")], 1, "--moving-images has 1 paths but --images has 2"),
     # --- landmarks and fields for evaluate
-    ("landmark counts differ", lambda c, m: _landmarks(c, PTS3, "point\n1\n1 2 3\n"), 1,
+    ("landmark counts differ", lm(PTS3, "point\n1\n1 2 3\n"), 1,
      "hold 2 fixed and 1 moving points; they must correspond"),
-    ("landmark header count wrong", lambda c, m: _landmarks(c, "point\n3\n1 2 3\n4 5 6\n", PTS3),
+    ("landmark header count wrong", lm("point\n3\n1 2 3\n4 5 6\n", PTS3),
      1, "header says 3 points but the file holds 2"),
-    ("landmark header not a count", lambda c, m: _landmarks(c, "point\nmany\n1 2 3\n", PTS3), 1,
+    ("landmark header not a count", lm("point\nmany\n1 2 3\n", PTS3), 1,
      "is not the number of points"),
-    ("landmark text not numbers", lambda c, m: _landmarks(
-        c, "x,y,z\n1,2,three\n", "x,y,z\n1,2,3\n", "lm.csv"), 1,
+    ("landmark text not numbers", lm(
+        "x,y,z\n1,2,three\n", "x,y,z\n1,2,3\n", "lm.csv"), 1,
      "holds a line that is not numbers"),
-    ("landmarks with 2 coordinates for 3D", lambda c, m: _landmarks(
-        c, "1 2\n3 4\n", "1 2\n3 4\n", "lm.csv"), 1,
+    ("landmarks with 2 coordinates for 3D", lm(
+        "1 2\n3 4\n", "1 2\n3 4\n", "lm.csv"), 1,
      "landmarks have 2 coordinates each; the image is 3D"),
-    ("landmark rows of unequal length", lambda c, m: _landmarks(
-        c, "1 2 3\n4 5\n", "1 2 3\n4 5 6\n", "lm.csv"), 1,
+    ("landmark rows of unequal length", lm(
+        "1 2 3\n4 5\n", "1 2 3\n4 5 6\n", "lm.csv"), 1,
      "same number of coordinates on every line"),
-    ("VTK landmarks cut short", lambda c, m: _landmarks(
-        c, "ASCII\nPOINTS 3 float\n1 2 3\n", "ASCII\nPOINTS 1 float\n1 2 3\n", "lm.vtk"), 1,
+    ("VTK landmarks cut short", lm(
+        "ASCII\nPOINTS 3 float\n1 2 3\n", "ASCII\nPOINTS 1 float\n1 2 3\n", "lm.vtk"), 1,
      "POINTS says 3 points but the file holds 1"),
     ("scalar image as DVF", lambda c, m: ["evaluate", "--dvf", c.fixed], 1,
      "has 1 components per voxel; a 2D displacement field needs 2"),
