@@ -6,13 +6,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from regnet.config import SynthesisConfig, config_from_dict
+from regnet.geometry.compose import physical_points
 from regnet.geometry.jacobian import jacobian_determinant
 from regnet.synthesis.fields import build_dvf, draw_peaks
 from regnet.synthesis.generate import generate
 from regnet.synthesis.motion import (
     affine_dvf,
     mixed_dvf,
-    physical_points,
     respiratory_dvf,
     rotation_matrix,
 )

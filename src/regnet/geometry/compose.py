@@ -39,6 +39,14 @@ def voxel_indices(shape_zyx) -> np.ndarray:
     return np.stack(axes[::-1], axis=-1)
 
 
+def physical_points(grid: sitk.Image) -> np.ndarray:
+    """``(*shape, ndim)`` physical coordinates (x, y(, z) mm) of every voxel of ``grid``."""
+    n = grid.GetDimension()
+    direction = np.asarray(grid.GetDirection()).reshape(n, n)
+    index = voxel_indices(grid.GetSize()[::-1])
+    return np.asarray(grid.GetOrigin()) + (index * np.asarray(grid.GetSpacing())) @ direction.T
+
+
 def compose_dvfs(u_prev_mm: np.ndarray, r_mm: np.ndarray, spacing_mm_xyz) -> np.ndarray:
     """``u(x) = r(x) + u_prev(x + r(x))``: first ``r``, then ``u_prev`` (same grid, grid
     frame, mm). Returns float32 of the fields' shape."""
@@ -65,9 +73,7 @@ def compose_affine(matrix: np.ndarray, offset: np.ndarray, dvf_mm: np.ndarray,
     ``grid``; ``dvf_mm`` and the result are grid-frame mm."""
     n = grid.GetDimension()
     direction = np.asarray(grid.GetDirection()).reshape(n, n)
-    spacing = np.asarray(grid.GetSpacing())
-    index = voxel_indices(dvf_mm.shape[:-1])
-    x_phys = np.asarray(grid.GetOrigin()) + (index * spacing) @ direction.T
+    x_phys = physical_points(grid)
     p = x_phys + dvf_mm.astype(np.float64) @ direction.T
     moved = p @ np.asarray(matrix).T + np.asarray(offset)
     return ((moved - x_phys) @ direction).astype(np.float32)

@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 from regnet.config import SynthesisConfig
-from regnet.geometry.compose import voxel_indices
+from regnet.geometry.compose import physical_points
 from regnet.synthesis.fields import build_dvf, draw_peaks
 
 MOTION_NAMES = {3: "respiratory", 4: "mixed", 5: "affine"}
@@ -40,14 +40,6 @@ class MotionRecord:
 
     method: str
     params: dict = field(default_factory=dict)
-
-
-def physical_points(grid: sitk.Image) -> np.ndarray:
-    """``(*shape, ndim)`` physical coordinates (x, y(, z) mm) of every voxel of ``grid``."""
-    n = grid.GetDimension()
-    direction = np.asarray(grid.GetDirection()).reshape(n, n)
-    index = voxel_indices(grid.GetSize()[::-1])
-    return np.asarray(grid.GetOrigin()) + (index * np.asarray(grid.GetSpacing())) @ direction.T
 
 
 def to_grid_frame(u_phys: np.ndarray, grid: sitk.Image) -> np.ndarray:
