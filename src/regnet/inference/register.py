@@ -175,15 +175,18 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     norm = loaded.config.sampling.normalization
     reference = loaded.intensity_p1_p99 if norm == "ct" else None
 
-    def percentiles(image):
-        return trust.intensity_percentiles(normalize(sitk.GetArrayFromImage(image), norm))
+    def intensity_warning(name, image):  # only CT models carry a reference to compare with
+        if reference is None:
+            return None
+        values = normalize(sitk.GetArrayViewFromImage(image), norm)
+        return trust.intensity_warning(name, trust.intensity_percentiles(values), reference)
 
     warnings = trust.collect(
         trust.folding_warning(stats["jac_nonpositive_fraction"]),
         trust.range_warning(max(r.max_abs_mm * loaded.spacing_mm / r.spacing_mm
                                 for r in reports), loaded.trained_range_mm),
-        trust.intensity_warning("fixed", percentiles(fixed_img), reference),
-        trust.intensity_warning("moving", percentiles(moving_img), reference),
+        intensity_warning("fixed", fixed_img),
+        intensity_warning("moving", moving_img),
         None if overlap >= 0.5 or transform is not None else
         f"overlap: the moving image covers only {100 * overlap:.0f}% of the fixed image's "
         "extent",

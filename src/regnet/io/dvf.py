@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from regnet.errors import fail
-from regnet.io.images import check_complete, itk_read_reason, native_stderr_to, write_image
+from regnet.io.images import read_itk, write_image
 
 
 def _direction(reference: sitk.Image) -> np.ndarray:
@@ -54,16 +54,7 @@ def read_dvf(path: str | Path) -> tuple[np.ndarray, sitk.Image]:
     path = Path(path)
     if not path.is_file():
         raise fail(path, "file not found")
-    native: list[str] = []
-    try:
-        check_complete(path)
-        with native_stderr_to(native):
-            field = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        reason = itk_read_reason(exc, "\n".join(native))
-        raise fail(path, f"cannot be read as a displacement field: {reason}") from exc
-    except OSError as exc:
-        raise fail(path, f"cannot be read ({exc.strerror or exc.__class__.__name__})") from exc
+    field = read_itk(path)
     dvf_mm = itk_to_dvf(field, path)
     if not np.isfinite(dvf_mm).all():
         raise fail(path, "contains NaN or infinite displacements")

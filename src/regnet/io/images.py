@@ -166,6 +166,26 @@ def check_geometry(image: sitk.Image, path) -> None:
                    "orthonormal (a rotation or reflection is needed)")
 
 
+def read_itk(path: str | Path, series=None) -> sitk.Image:
+    """Read a file (or a DICOM folder) as SimpleITK does, after :func:`check_complete` and with
+    ITK's own messages caught: any failure is one :class:`RegNetError` line naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise fail(path, "file not found")
+    native: list[str] = []
+    try:
+        if path.is_dir():
+            with native_stderr_to(native):
+                return _read_dicom_folder(path, series)
+        check_complete(path)
+        with native_stderr_to(native):
+            return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise fail(path, itk_read_reason(exc, "\n".join(native))) from exc
+    except OSError as exc:
+        raise fail(path, f"cannot be read ({exc.strerror or exc.__class__.__name__})") from exc
+
+
 def read_image(path: str | Path, dim: int | None = None, series=None) -> sitk.Image:
     """Read a scalar image as float32, checking that it is complete, has a sound geometry, is
     finite and has ``dim`` axes.
@@ -174,21 +194,7 @@ def read_image(path: str | Path, dim: int | None = None, series=None) -> sitk.Im
     Colour 2D images are converted to grey.
     """
     path = Path(path)
-    if not path.exists():
-        raise fail(path, "file not found")
-    native: list[str] = []
-    try:
-        if path.is_dir():
-            with native_stderr_to(native):
-                image = _read_dicom_folder(path, series)
-        else:
-            check_complete(path)
-            with native_stderr_to(native):
-                image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise fail(path, itk_read_reason(exc, "\n".join(native))) from exc
-    except OSError as exc:
-        raise fail(path, f"cannot be read ({exc.strerror or exc.__class__.__name__})") from exc
+    image = read_itk(path, series)
     if image.GetNumberOfComponentsPerPixel() > 1:
         if path.suffix.lower() in _2D_SUFFIXES:
             channels = [sitk.VectorIndexSelectionCast(image, i, sitk.sitkFloat32)
