@@ -35,11 +35,19 @@ def _generate(args) -> int:
     return 1 if summary.failed else 0
 
 
+def _residuals(args) -> int:
+    from regnet.synthesis.residuals import make_residuals
+
+    count = make_residuals(args.data, args.model, args.out, device=args.device)
+    print(f"residuals: {count} pairs in {args.out}/manifest.csv")
+    return 0
+
+
 def _train(args) -> int:
     from regnet.config import load_config
     from regnet.training.trainer import train
 
-    config = load_config(args.config)
+    config = load_config(args.config, args.stage)
     if args.val_cases:
         import dataclasses
 
@@ -47,7 +55,7 @@ def _train(args) -> int:
             config.training, val_cases=tuple(args.val_cases)))
     result = train(args.data, args.out, config, steps=args.steps,
                    resume=args.resume, device=args.device, seed=args.seed,
-                   max_minutes=args.max_minutes)
+                   max_minutes=args.max_minutes, init=args.init)
     print(json.dumps(result, indent=1))
     return 0
 
@@ -99,6 +107,20 @@ def _report(args) -> int:
     return 0
 
 
+def _models(args) -> int:
+    from regnet.inference.models import pack_stages, shipped_model_lines
+
+    if args.pack:
+        if not args.out:
+            raise UsageError("regnet models --pack STAGE.pt ... needs --out FILE")
+        path = pack_stages(args.pack, args.out)
+        print(f"models: wrote the {len(args.pack)}-stage model {path}")
+        return 0
+    for line in shipped_model_lines():
+        print(line)
+    return 0
+
+
 def _demo(args) -> int:
     from regnet.demo import run_demo
 
@@ -133,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "by whichever of steps or time runs out first")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", metavar="MODEL", help="start from these weights (a checkpoint "
+                   "or shipped model with the same network settings): fine-tuning")
+    p.add_argument("--stage", type=int, metavar="K",
+                   help="with a multi-stage --config: train its stage K (0 = the coarsest)")
     p.add_argument("--val-cases", nargs="+", help="validation cases (names from the "
                    "manifest); default: a share of the cases, or a slab of a single case")
     p.set_defaults(func=_train)
@@ -199,6 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dvf", required=True, help="ITK displacement field on the fixed grid (mm)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("residuals", help="pairs pre-registered by earlier stages, to train a "
+                       "later stage on what they leave")
+    p.add_argument("--data", required=True, help="a folder of `regnet generate` pairs")
+    p.add_argument("--model", required=True, help="the earlier stage(s): a checkpoint or "
+                   "multi-stage model")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_residuals)
+
+    p = sub.add_parser("models", help="list the shipped models, or pack stages into one "
+                       "multi-stage model file")
+    p.add_argument("--pack", nargs="+", metavar="STAGE.pt",
+                   help="stage checkpoints from `regnet train --stage K`, coarse to fine")
+    p.add_argument("--out", help="with --pack: the multi-stage model file to write")
+    p.set_defaults(func=_models)
 
     p = sub.add_parser("demo", help="register a built-in CT-like pair with the default model")
     p.add_argument("--out", default="demo_out")

@@ -129,11 +129,14 @@ class NetworkConfig:
     name: str = "regnet_multi"
     dim: int = 3
     width: float = 1.0  # multiplies every layer's filter count (1.0 = the seed's Figure 1)
+    crop: int = 64  # dense networks (unet): training crop edge in voxels, a multiple of 16
 
     def validate(self, where="network") -> None:
         if self.dim not in (2, 3) or not 0 < self.width <= 8:
             raise bad_setting(where, f"dim must be 2 or 3 and width in (0, 8], got dim "
                               f"{self.dim}, width {self.width}")
+        if self.crop < 16 or self.crop % 16:
+            raise bad_setting(where, f"crop must be a multiple of 16, got {self.crop}")
 
 
 @dataclass(frozen=True)
@@ -255,18 +258,43 @@ def config_from_dict(values: dict | None, where="config") -> Config:
     return Config(**parts).validate(where)
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Read a YAML config with ``yaml.safe_load``; ``None`` gives the seed's defaults."""
-    if path is None:
-        return Config().validate()
-    path = Path(path)
+def _read_yaml(path: Path):
     if not path.is_file():
         raise bad_setting(path, "config file not found")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
-    return config_from_dict(values, str(path))
+
+
+def load_config(path: str | Path | None, stage: int | None = None) -> Config:
+    """Read a YAML config with ``yaml.safe_load``; ``None`` gives the seed's defaults.
+
+    A multi-stage config holds ``stages:``, a list (coarse to fine) whose items are config
+    files (relative to it) or inline configs; ``stage`` picks one (0 = the coarsest)."""
+    if path is None:
+        if stage is not None:
+            raise UsageError("--stage needs a multi-stage --config (a YAML with 'stages:')")
+        return Config().validate()
+    path = Path(path)
+    values = _read_yaml(path)
+    stages = values.get("stages") if isinstance(values, dict) else None
+    if stages is None:
+        if stage is not None:
+            raise bad_setting(path, "--stage needs a multi-stage config: this one has no "
+                              "'stages:' list")
+        return config_from_dict(values, str(path))
+    if not isinstance(stages, list) or not stages or set(values) != {"stages"}:
+        raise bad_setting(path, "a multi-stage config holds only 'stages:', a non-empty list "
+                          "of config files or configs")
+    if stage is None or not 0 <= stage < len(stages):
+        raise bad_setting(path, f"a multi-stage config of {len(stages)} stages: pass --stage "
+                          f"K with 0 <= K < {len(stages)} (0 = the coarsest)")
+    item, where = stages[stage], f"{path} stage {stage}"
+    if isinstance(item, str):
+        where = str(path.parent / item)
+        item = _read_yaml(path.parent / item)
+    return config_from_dict(item, where)
 
 
 def dump_config(config: Config) -> str:

@@ -87,3 +87,31 @@ def predict_dense(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, devic
     up = F.interpolate(grid, size=size, mode=mode, align_corners=True)[0]
     up = up.permute(*range(1, ndim + 1), 0).numpy()
     return np.ascontiguousarray(up[tuple(slice(0, n) for n in shape)])
+
+
+@torch.no_grad()
+def predict_whole(model: nn.Module, moving: np.ndarray, fixed: np.ndarray,
+                  device) -> np.ndarray:
+    """Dense ``dvf_mm`` ``(D, H, W, C)`` from a dense network (:mod:`regnet.network.unet`)
+    in one pass over the whole image, padded at the far faces by edge replication to a
+    multiple of ``2**LEVELS`` voxels per axis."""
+    from regnet.network.unet import LEVELS
+
+    model.eval()
+    pad = [(0, -n % 2**LEVELS) for n in moving.shape]
+    pair = np.stack([np.pad(moving, pad, mode="edge"), np.pad(fixed, pad, mode="edge")])
+    out = model.dense(torch.from_numpy(pair[None].astype(np.float32)).to(device)).float()[0]
+    out = out[(slice(None),) + tuple(slice(0, n) for n in moving.shape)]
+    return np.ascontiguousarray(out.permute(*range(1, moving.ndim + 1), 0).cpu().numpy())
+
+
+def predict_field(model: nn.Module, network_name: str, moving: np.ndarray, fixed: np.ndarray,
+                  device, multi: bool = True, tile: int = 40, phases: str = "one",
+                  R: int = 14, Rlow: int = 26) -> np.ndarray:
+    """Dense ``dvf_mm`` ``(D, H, W, C)`` from any network: a dense one in one pass
+    (:func:`predict_whole`), the seed's patch network on its lattice (:func:`predict_dense`)."""
+    from regnet.network.registry import DENSE
+
+    if network_name in DENSE:
+        return predict_whole(model, moving, fixed, device)
+    return predict_dense(model, moving, fixed, device, multi, tile, phases, R, Rlow)

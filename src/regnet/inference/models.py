@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -19,18 +19,22 @@ INDEX = MODELS_DIR / "models.json"
 
 @dataclass
 class LoadedModel:
-    """A network in eval mode with its config and the isotropic spacing it was trained at."""
+    """A network in eval mode with its config and the isotropic spacing it was trained at.
+
+    A multi-stage model keeps its stages, coarse to fine, in ``stages``; its own network,
+    config and spacing are those of the finest stage."""
 
     network: nn.Module
     config: Config
     spacing_mm: float
     source: str
     intensity_p1_p99: list | None = None  # normalised percentiles of the training images
+    stages: list[LoadedModel] = field(default_factory=list)
 
     @property
     def trained_range_mm(self) -> float:
         """The largest displacement component the model was trained to recover (mm)."""
-        return float(self.config.sampling.classBalanced[-1])
+        return max(float(m.config.sampling.classBalanced[-1]) for m in self.stages or [self])
 
 
 def shipped_models() -> dict:
@@ -67,9 +71,38 @@ def load_model(model: str | Path | None = None, dim: int = 3) -> LoadedModel:
     if entry and sha256(path) != entry["sha256"]:
         raise fail(path, "checksum mismatch: the shipped model file is damaged or replaced")
     payload = load_checkpoint(path)
-    network, config = model_from_checkpoint(payload, str(path))
+    if "stages" in payload:
+        stages = [_from_payload(p, f"{path} stage {k}", entry)
+                  for k, p in enumerate(payload["stages"])]
+        finest = stages[-1]
+        return LoadedModel(finest.network, finest.config, finest.spacing_mm, str(path),
+                           finest.intensity_p1_p99, stages)
+    return _from_payload(payload, str(path), entry)
+
+
+def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
+    network, config = model_from_checkpoint(payload, where)
     network.eval()
     spacing = float(payload.get("spacing_mm", config.synthesis.spacing_mm))
     reference = payload.get("intensity_p1_p99", entry.get("intensity_p1_p99"))
-    return LoadedModel(network, config, spacing, str(path),
+    return LoadedModel(network, config, spacing, where,
                        None if reference is None else [float(v) for v in reference])
+
+
+def pack_stages(checkpoints, out) -> Path:
+    """Write one multi-stage model file from stage checkpoints (coarse to fine)."""
+    from regnet.training.checkpoint import save_multistage
+
+    return save_multistage(out, checkpoints)
+
+
+def shipped_model_lines() -> list[str]:
+    """One line per shipped model: name, modality, anatomy, spacing, validation figure."""
+    index = shipped_models()
+    defaults = {index.get(key): key for key in ("default", "default_2d")}
+    lines = []
+    for name, entry in sorted(index["models"].items()):
+        tag = f" [{defaults[name]}]" if name in defaults else ""
+        lines.append(f"{name}{tag}: {entry.get('modality', '?')}, {entry.get('anatomy', '?')},"
+                     f" {entry.get('spacing', '?')}; {entry.get('validation', 'no figure')}")
+    return lines

@@ -159,7 +159,8 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     check_memory(fixed_img, min(stages or [loaded.spacing_mm]), max_memory_gb, names[0])
     mask = load_mask(fixed_mask, fixed_img) if fixed_mask is not None else None
     dev = pick_device(device) if isinstance(device, str) else device
-    loaded.network.to(dev)
+    for stage_model in loaded.stages or [loaded]:
+        stage_model.network.to(dev)
     background = float(sitk.GetArrayViewFromImage(moving_img).min())
     t1 = time.perf_counter()
     transform = prealign(fixed_img, moving_img, prealign_kind)
@@ -183,8 +184,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
 
     warnings = trust.collect(
         trust.folding_warning(stats["jac_nonpositive_fraction"]),
-        trust.range_warning(max(r.max_abs_mm * loaded.spacing_mm / r.spacing_mm
-                                for r in reports), loaded.trained_range_mm),
+        trust.range_warning(reports[0].max_model_mm, reports[0].trained_range_mm),
         intensity_warning("fixed", fixed_img),
         intensity_warning("moving", moving_img),
         None if overlap >= 0.5 or transform is not None else

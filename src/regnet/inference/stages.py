@@ -1,10 +1,12 @@
-"""Coarse-to-fine stages: one network applied at several isotropic spacings, still one shot.
+"""Coarse-to-fine stages, still one shot: a multi-stage model's own networks, each at the
+spacing it was trained at, or one network applied at several isotropic spacings.
 
 Stage k resamples the fixed image to ``spacing_k`` mm and the moving image through the field
-found so far, shows both to the network as if they were at the model's spacing (a network sees
-voxels), scales its prediction by ``spacing_k / model spacing`` and composes it with the field
-so far: ``u <- r + u(x + r)`` (:func:`regnet.geometry.compose.compose_dvfs`). A coarse stage
-sees a wider neighbourhood in mm and so recovers larger motion; the finest stage refines.
+found so far, shows both to the stage's network as if they were at its training spacing (a
+network sees voxels), scales its prediction by ``spacing_k / training spacing`` (1 for a
+multi-stage model's own stages) and composes it with the field so far:
+``u <- r + u(x + r)`` (:func:`regnet.geometry.compose.compose_dvfs`). A coarse stage sees a
+wider neighbourhood in mm and so recovers larger motion; the finest stage refines.
 
 The guard: a stage is kept only when it raises the normalised cross-correlation (NCC) between
 the fixed and the warped moving image on its own grid. A network that does not understand the
@@ -29,11 +31,12 @@ from scipy.ndimage import gaussian_filter
 from regnet.errors import UsageError
 from regnet.geometry.compose import affine_parts, compose_affine, compose_dvfs
 from regnet.geometry.warp import warp_image
-from regnet.inference.dense import predict_dense
+from regnet.inference.dense import predict_field
 from regnet.inference.models import LoadedModel
 from regnet.intensity import normalize
 from regnet.io.dvf import resample_dvf
 from regnet.io.images import resample_isotropic
+from regnet.network.registry import DENSE
 
 log = logging.getLogger(__name__)
 PREALIGN = ("none", "rigid", "affine")
@@ -47,6 +50,8 @@ class StageReport:
     ncc_after: float
     max_abs_mm: float
     size_xyz: tuple
+    max_model_mm: float  # the largest component in the stage model's own units (its spacing)
+    trained_range_mm: float  # what that model was trained on (classBalanced[-1])
 
 
 def ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -98,20 +103,36 @@ def prealign(fixed: sitk.Image, moving: sitk.Image, kind: str, spacing_mm: float
     return transform
 
 
+def stage_plan(loaded: LoadedModel, spacings_mm=None) -> list[tuple[float, LoadedModel]]:
+    """``[(spacing_mm, stage model)]`` coarse to fine: a multi-stage model's own stages (or
+    those of them at ``spacings_mm``), else the one network at each of ``spacings_mm``
+    (default: its own spacing)."""
+    if loaded.stages:
+        by_spacing = {m.spacing_mm: m for m in loaded.stages}
+        if spacings_mm is None:
+            return [(m.spacing_mm, m) for m in loaded.stages]
+        unknown = sorted(set(spacings_mm) - set(by_spacing))
+        if unknown:
+            raise UsageError(f"--stages {unknown}: the multi-stage model {loaded.source} has "
+                             f"stages at {sorted(by_spacing, reverse=True)} mm only")
+        return [(s, by_spacing[s]) for s in sorted(set(spacings_mm), reverse=True)]
+    return [(s, loaded) for s in sorted(spacings_mm or [loaded.spacing_mm], reverse=True)]
+
+
 def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, device,
                spacings_mm=None, background: float = 0.0, guard: bool = True,
                global_transform: sitk.Transform | None = None, tile: int = 40,
                phases: str = "one", smooth_vox: float = 0.0
                ) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
-    """Run the stages coarse to fine; return ``(u_mm, grid, reports)`` with ``u`` the field
-    found after the global transform, on the finest stage's grid (grid frame, mm).
-    ``smooth_vox``: Gaussian sigma (voxels of each stage's grid) applied to every residual."""
-    spacings = sorted(spacings_mm or [loaded.spacing_mm], reverse=True)
-    s = loaded.config.sampling
-    norm = s.normalization
+    """Run the stages coarse to fine (:func:`stage_plan`); return ``(u_mm, grid, reports)``
+    with ``u`` the field found after the global transform, on the finest stage's grid (grid
+    frame, mm). ``smooth_vox``: Gaussian sigma (voxels of each stage's grid) applied to every
+    residual of the seed's patch network (a dense network's output is smooth already)."""
     affine = affine_parts(global_transform) if global_transform is not None else None
     u, grid, reports = None, None, []
-    for spacing in spacings:
+    for spacing, model in stage_plan(loaded, spacings_mm):
+        s, name = model.config.sampling, model.config.network.name
+        norm = s.normalization
         fixed_s = resample_isotropic(fixed, spacing)
         shape = fixed_s.GetSize()[::-1] + (fixed.GetDimension(),)
         u = np.zeros(shape, np.float32) if u is None else resample_dvf(u, grid, fixed_s)
@@ -120,10 +141,11 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
         fixed_arr = normalize(sitk.GetArrayFromImage(fixed_s), norm)
         moving_arr = normalize(sitk.GetArrayFromImage(
             warp_image(moving, seen, grid, default=background)), norm)
-        r = predict_dense(loaded.network, moving_arr, fixed_arr, device,
+        scale = spacing / model.spacing_mm
+        r = predict_field(model.network, name, moving_arr, fixed_arr, device,
                           multi=s.Resolution == "multi", tile=tile, phases=phases, R=s.R,
-                          Rlow=s.Rlow) * (spacing / loaded.spacing_mm)
-        if smooth_vox > 0:
+                          Rlow=s.Rlow) * scale
+        if smooth_vox > 0 and name not in DENSE:
             for c in range(r.shape[-1]):
                 r[..., c] = gaussian_filter(r[..., c], smooth_vox, mode="nearest")
         candidate = compose_dvfs(u, r, grid.GetSpacing())
@@ -137,9 +159,10 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
         else:
             log.warning("stage at %g mm dropped: it lowers the images' similarity (NCC %.4f ->"
                         " %.4f)", spacing, before, after)
+        largest = float(np.abs(r).max())
         reports.append(StageReport(float(spacing), bool(kept), round(before, 5),
-                                   round(after, 5), round(float(np.abs(r).max()), 3),
-                                   tuple(grid.GetSize())))
+                                   round(after, 5), round(largest, 3), tuple(grid.GetSize()),
+                                   round(largest / scale, 3), model.trained_range_mm))
     log.info("stages kept: %s", [f"{r.spacing_mm:g} mm" for r in reports if r.kept] or "none")
     return u, grid, reports
 

@@ -9,11 +9,14 @@ from torch import nn
 from regnet.config import NetworkConfig
 from regnet.errors import UsageError
 from regnet.network.regnet import RegNet
+from regnet.network.unet import UNet
 
 _REGISTRY: dict[str, Callable[[NetworkConfig], nn.Module]] = {
     "regnet_multi": lambda c: RegNet(dim=c.dim, multi=True, width=c.width),
     "regnet_single": lambda c: RegNet(dim=c.dim, multi=False, width=c.width),
+    "unet": lambda c: UNet(dim=c.dim, width=c.width),
 }
+DENSE = {"unet"}  # networks that predict a whole field (trained on crops, not centre voxels)
 
 
 def register_network(name: str, builder: Callable[[NetworkConfig], nn.Module]) -> None:

@@ -201,6 +201,9 @@ class PatchStream(IterableDataset):
         self.chunks_per_epoch = -(-len(pairs) // self.per_chunk)
         self.batches_per_chunk = max(1, self.per_chunk * config.samplesPerImage // batch_size)
 
+    def cut(self, loaded, which, centres, labels, flips, perms) -> PatchBatch:
+        return cut_batch(loaded, which, centres, labels, self.config, flips, perms)
+
     def chunk_pairs(self, g: int) -> list[PairRecord]:
         epoch, j = divmod(g, self.chunks_per_epoch)
         perm = np.random.default_rng([self.seed, self.rank, 1, epoch]).permutation(len(self.pairs))
@@ -252,7 +255,7 @@ class PatchStream(IterableDataset):
                     if (step - self.start_step) % workers != worker:
                         continue
                     s = slice(b * self.batch_size, (b + 1) * self.batch_size)
-                    yield cut_batch(loaded, which[s], centres[s], labels[s], self.config,
-                                    None if flips is None else flips[s],
-                                    None if perms is None else perms[s])
+                    yield self.cut(loaded, which[s], centres[s], labels[s],
+                                   None if flips is None else flips[s],
+                                   None if perms is None else perms[s])
                 g, offset = g + 1, 0

@@ -1,7 +1,8 @@
 """Checkpoints: written atomically, loaded with ``weights_only=True``, rebuilt from their config.
 
 A checkpoint is a dict with ``format``, ``config`` (plain values), ``model`` (state dict),
-``step`` and, for training checkpoints, ``optimizer``, ``rng`` and ``best``.
+``step`` and, for training checkpoints, ``optimizer``, ``rng`` and ``best``. A multi-stage model
+file holds ``stages`` instead: one such dict per stage (weights and config only), coarse to fine.
 """
 
 from __future__ import annotations
@@ -45,9 +46,33 @@ def load_checkpoint(path: str | Path) -> dict:
                    "another (newer) RegNet version; upgrade regnet-dir to read it")
     if fmt != FORMAT:
         raise fail(path, f"not a RegNet checkpoint (no format '{FORMAT}')")
-    if not isinstance(payload.get("model"), dict) or not isinstance(payload.get("config"), dict):
+    stages = payload.get("stages", [payload])
+    if not isinstance(stages, list) or not stages or not all(
+            isinstance(p, dict) and isinstance(p.get("model"), dict)
+            and isinstance(p.get("config"), dict) for p in stages):
         raise fail(path, "checkpoint lacks its model weights or config")
+    spacings = [float(p.get("spacing_mm", 0)) for p in stages]
+    if "stages" in payload and spacings != sorted(spacings, reverse=True):
+        raise fail(path, f"stages must run coarse to fine; their spacings are {spacings} mm")
     return payload
+
+
+STAGE_KEYS = ("config", "model", "spacing_mm", "intensity_p1_p99", "val_cases", "step")
+
+
+def save_multistage(path: str | Path, checkpoints: list[str | Path]) -> Path:
+    """One model file of the given stage checkpoints (coarse to fine; weights and config)."""
+    stages = []
+    for checkpoint in checkpoints:
+        payload = load_checkpoint(checkpoint)
+        if "stages" in payload:
+            raise fail(checkpoint, "is already a multi-stage model; give single stages")
+        stages.append({k: payload[k] for k in STAGE_KEYS if k in payload})
+    spacings = [float(p.get("spacing_mm", 0)) for p in stages]
+    if spacings != sorted(spacings, reverse=True) or len(set(spacings)) < len(spacings):
+        raise RegNetError(f"stages must be given coarse to fine, each at its own spacing; "
+                          f"their spacings are {spacings} mm")
+    return save_checkpoint(path, {"stages": stages})
 
 
 def model_from_checkpoint(payload: dict, where="checkpoint") -> tuple[nn.Module, Config]:

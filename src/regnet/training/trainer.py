@@ -30,9 +30,12 @@ from regnet.errors import RegNetError, UsageError, fail
 from regnet.io.atomic import remove_stale_temporaries
 from regnet.network import build_network
 from regnet.network.regnet import count_parameters
+from regnet.network.registry import DENSE
+from regnet.network.unet import upsample
+from regnet.sampling.crops import CropStream
 from regnet.sampling.stream import PairRecord, PatchStream, check_pair_grids, read_manifests
 from regnet.training.checkpoint import load_checkpoint, save_checkpoint
-from regnet.training.validation import draw_validation_centres, validate
+from regnet.training.validation import draw_validation_centres, validate, validate_dense
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +144,49 @@ def learning_rate(base_lr: float, schedule: str, progress: float) -> float:
     return base_lr
 
 
+def start_weights(model: nn.Module, init, config: Config) -> None:
+    """Load the weights of a checkpoint or shipped model into ``model`` (``--init``)."""
+    from regnet.inference.models import resolve_model
+    from regnet.training.checkpoint import model_from_checkpoint
+
+    path, _ = resolve_model(init)
+    payload = load_checkpoint(path)
+    if "stages" in payload:
+        raise fail(path, "is a multi-stage model; --init takes one stage's checkpoint")
+    source, source_config = model_from_checkpoint(payload, str(path))
+    if source_config.network != config.network:
+        raise UsageError(f"--init {init}: its network {source_config.network} differs from the "
+                         f"config's {config.network}")
+    model.load_state_dict(source.state_dict())
+    log.info("starting from the weights of %s", path)
+
+
+def step_loss(net: nn.Module, batch, dense: bool, dev, layout, autocast) -> torch.Tensor:
+    """The seed's Huber loss (delta 1 mm) on the centre displacement of each patch; for a
+    dense network the same per voxel of each crop, weighted (padding weighs 0)."""
+    if dense:
+        pair = batch.pair.to(dev, non_blocking=True, memory_format=layout)
+        with autocast:
+            half = net(pair)
+        pred = upsample(half.float(), pair.shape[2:])
+        weight = batch.weight.to(dev)
+        per_voxel = nn.functional.huber_loss(pred, batch.target.to(dev), reduction="none",
+                                             delta=1.0)
+        return (per_voxel * weight).sum() / (weight.sum() * pred.shape[1]).clamp(min=1)
+    low = None if batch.low is None else batch.low.to(dev, non_blocking=True,
+                                                      memory_format=layout)
+    with autocast:
+        pred = net(batch.full.to(dev, non_blocking=True, memory_format=layout), low)
+    return nn.functional.huber_loss(pred.float().flatten(1), batch.target.to(dev), delta=1.0)
+
+
 def train(data, out, config: Config | None = None, steps: int | None = None, resume=False,
-          device="auto", seed: int = 0, max_minutes: float | None = None) -> dict:
+          device="auto", seed: int = 0, max_minutes: float | None = None,
+          init: str | Path | None = None) -> dict:
     """Train and return a summary (best validation endpoint error, identity error, timing).
 
-    ``max_minutes`` ends the run (validating and saving as at the last step) once that much
+    ``init``: start from the weights of this checkpoint or shipped model (fine-tuning; its
+    network settings must equal the config's). ``max_minutes`` ends the run (validating and saving as at the last step) once that much
     wall time has passed; progress for the learning-rate schedule is then the larger of the
     step and time fractions, so a cosine schedule reaches zero when time runs out.
     """
@@ -193,13 +234,14 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
     model = build_network(config.network).to(dev, memory_format=layout)
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     start, best = 0, math.inf
+    if init is not None and state is None:
+        start_weights(model, init, config)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start, best = int(state["step"]), float(state["best"])
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    loss_fn = nn.HuberLoss(delta=1.0)
     main_rank = rank == 0
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
@@ -210,8 +252,11 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
         log.info("RegNet %s: %d parameters; %d train / %d validation pairs (%s held out)",
                  config.network.name, count_parameters(model), len(train_pairs),
                  len(val_pairs), held_out)
+    dense = config.network.name in DENSE
     val_centres = None
-    if main_rank:
+    if main_rank and dense:
+        log.info("validation: dense over the %d whole validation pair(s)", len(val_pairs))
+    elif main_rank:
         val_centres = draw_validation_centres(val_pairs, sampling, seed, tcfg.val_max_patches)
         log.info("validation: %d patches from %d pair(s) (bounded by training.val_max_patches"
                  " = %d)", sum(len(c) for c, _ in val_centres), len(val_pairs),
@@ -233,7 +278,8 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
     def validate_and_keep_best(step: int) -> dict:
         nonlocal best
         t_val = time.perf_counter()
-        result = validate(model, val_pairs, val_centres, sampling, dev)
+        result = (validate_dense(model, val_pairs, sampling, dev) if dense else
+                  validate(model, val_pairs, val_centres, sampling, dev))
         for key, value in result.items():
             if key != "samples":
                 writer.add_scalar(f"val/{key}", value, step)
@@ -245,8 +291,10 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
                  time.perf_counter() - t_val)
         return result
 
-    stream = PatchStream(train_pairs, sampling, tcfg.batch_size, seed, start, rank,
-                         tcfg.augment_flips, tcfg.augment_permute)
+    stream_args = (train_pairs, sampling, tcfg.batch_size, seed, start, rank,
+                   tcfg.augment_flips, tcfg.augment_permute)
+    stream = (CropStream(*stream_args, crop=config.network.crop) if dense
+              else PatchStream(*stream_args))
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=tcfg.num_workers,
                                          prefetch_factor=4 if tcfg.num_workers else None,
                                          pin_memory=dev.type == "cuda")
@@ -275,11 +323,7 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
             t0 = time.perf_counter()
             batch = next(batches)
             t1 = time.perf_counter()
-            low = None if batch.low is None else batch.low.to(dev, non_blocking=True,
-                                                              memory_format=layout)
-            with autocast:
-                pred = net(batch.full.to(dev, non_blocking=True, memory_format=layout), low)
-            loss = loss_fn(pred.float().flatten(1), batch.target.to(dev))
+            loss = step_loss(net, batch, dense, dev, layout, autocast)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

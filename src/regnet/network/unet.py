@@ -1,0 +1,69 @@
+"""A dense network (beyond the seed): a small U-Net that predicts the whole DVF at once.
+
+The seed's RegNet regresses one centre voxel per patch, so a dense field costs one patch
+evaluation per output point. This U-Net sees the whole image (or a training crop) and predicts
+the DVF on a stride-2 lattice, upsampled linearly to every voxel: 0.6 s for a 96x112x112 pair
+on 2 CPU cores. Its coarsest level is 1/16 of the
+input, so one output sees more than 100 voxels around it. Batch normalisation as in the seed's
+network; at inference its running statistics apply, so a prediction depends on neither the
+batch nor the crop. Train it with ``network: {name: unet, crop: 64}`` (docs/training.md says
+how far CPU training got: it needs far more steps than the patch network to leave the identity).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEVELS = 4  # stride-2 downsamplings: inputs must be multiples of 2**LEVELS
+
+
+def _conv(dim: int, cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    conv = nn.Conv3d if dim == 3 else nn.Conv2d
+    norm = nn.BatchNorm3d if dim == 3 else nn.BatchNorm2d
+    return nn.Sequential(conv(cin, cout, 3, stride, 1, bias=False), norm(cout),
+                         nn.LeakyReLU(0.2, inplace=True))
+
+
+class UNet(nn.Module):
+    """forward(pair ``(B, 2, D, H, W)``, channels (moving, fixed), lengths multiples of 16)
+    -> ``(B, 3, D/2, H/2, W/2)`` displacement in mm (x, y, z) at the centres of 2x2x2 blocks;
+    :meth:`dense` upsamples it to ``(B, 3, D, H, W)``. 2D alike with ``(B, 2, H, W)``."""
+
+    def __init__(self, dim: int = 3, width: float = 1.0):
+        super().__init__()
+        self.dim = dim
+        w = [max(4, round(n * width)) for n in (16, 32, 32, 64, 64)]
+        self.stem = _conv(dim, 2, w[0])
+        self.down = nn.ModuleList(_conv(dim, w[i], w[i + 1], stride=2) for i in range(LEVELS))
+        self.bottom = _conv(dim, w[4], w[4])
+        # decoder from 1/16 back to 1/2, each level joined with the encoder's of that level
+        self.up = nn.ModuleList(_conv(dim, w[i + 1] + w[i], w[i]) for i in range(LEVELS - 1, 0, -1))
+        self.refine = _conv(dim, w[1], w[1])
+        self.out = (nn.Conv3d if dim == 3 else nn.Conv2d)(w[1], dim, 3, 1, 1)
+        nn.init.normal_(self.out.weight, std=1e-3)  # start near the zero field
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, pair: torch.Tensor, low: torch.Tensor | None = None) -> torch.Tensor:
+        skips = [self.stem(pair)]
+        for down in self.down:
+            skips.append(down(skips[-1]))
+        x = self.bottom(skips.pop())
+        mode = "trilinear" if self.dim == 3 else "bilinear"
+        for up in self.up:
+            skip = skips.pop()
+            x = up(torch.cat([F.interpolate(x, size=skip.shape[2:], mode=mode,
+                                            align_corners=False), skip], dim=1))
+        return self.out(self.refine(x))
+
+    def dense(self, pair: torch.Tensor) -> torch.Tensor:
+        """``(B, 2, *S)`` -> ``(B, dim, *S)`` mm (:func:`upsample` of the prediction)."""
+        return upsample(self(pair), pair.shape[2:])
+
+
+def upsample(half: torch.Tensor, shape) -> torch.Tensor:
+    """The stride-2 prediction ``(B, C, *S/2)`` linearly to ``(B, C, *S)``, half-voxel
+    centred (``align_corners=False``: output block centres sit between input voxels)."""
+    return F.interpolate(half, size=tuple(shape), mode="trilinear" if half.dim() == 5
+                         else "bilinear", align_corners=False)

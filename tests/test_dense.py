@@ -1,0 +1,192 @@
+"""The dense network (U-Net), its training crops, multi-stage configs and model files."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from regnet.cli import main
+from regnet.config import config_from_dict, load_config
+from regnet.errors import RegNetError, UsageError
+from regnet.inference.dense import predict_whole
+from regnet.inference.models import load_model
+from regnet.inference.stages import stage_plan
+from regnet.network.unet import UNet, upsample
+from regnet.sampling.crops import crop_box, cut_crops, flip_permute_field
+from regnet.sampling.stream import LoadedPair, load_pair
+from regnet.training.checkpoint import save_checkpoint, save_multistage
+from regnet.training.trainer import train
+from tests.helpers import config_2d
+
+
+def test_unet_shapes_and_zero_start():
+    net = UNet(dim=3, width=0.5)
+    pair = torch.randn(2, 2, 32, 48, 16)
+    half = net(pair)
+    assert half.shape == (2, 3, 16, 24, 8)
+    assert net.dense(pair).shape == (2, 3, 32, 48, 16)
+    assert half.abs().max() < 0.5  # the output layer starts near the zero field (mm)
+    net2 = UNet(dim=2)
+    assert net2.dense(torch.randn(1, 2, 32, 16)).shape == (1, 2, 32, 16)
+
+
+def test_upsample_keeps_constants_and_ramps_half_voxel_centred():
+    half = torch.full((1, 3, 4, 4, 4), 2.5)
+    assert torch.allclose(upsample(half, (8, 8, 8)), torch.full((1, 3, 8, 8, 8), 2.5))
+    # a ramp sampled at block centres 0.5, 2.5, 4.5, ... comes back as the ramp x at inner voxels
+    ramp = (2 * torch.arange(4.0) + 0.5).view(1, 1, 1, 1, 4).expand(1, 1, 4, 4, 4)
+    up = upsample(ramp.contiguous(), (8, 8, 8))[0, 0, 0, 0]
+    assert torch.allclose(up[1:7], torch.arange(1.0, 7.0))
+
+
+def test_predict_whole_pads_odd_shapes_and_is_translation_consistent():
+    net = UNet(dim=3, width=0.25)
+    with torch.no_grad():
+        net.out.bias.copy_(torch.tensor([1.0, -2.0, 0.5]))
+        net.out.weight.zero_()
+    moving = np.random.default_rng(0).random((19, 23, 17)).astype(np.float32)
+    out = predict_whole(net, moving, moving, "cpu")
+    assert out.shape == (19, 23, 17, 3)
+    assert np.allclose(out, [1.0, -2.0, 0.5], atol=1e-6)
+
+
+def test_crop_box_shifts_inside_and_pads_short_axes():
+    box, pad = crop_box((2, 50, 30), (40, 60, 20), 32)
+    assert box == (slice(0, 32), slice(28, 60), slice(0, 20))
+    assert pad == [(0, 0), (0, 0), (6, 6)]
+
+
+@pytest.mark.parametrize("flips,perm", [((True, False, False), None),
+                                         ((False, True, True), (2, 0, 1)),
+                                         (None, (1, 2, 0))])
+def test_flips_and_permutations_keep_the_label(flips, perm):
+    """A moving image shifted by u = (1, 2, 3) voxels (x, y, z) at 1 mm: after any flip or
+    permutation of images and field, fixed(p) = moving(p + u'(p)) still holds."""
+    rng = np.random.default_rng(1)
+    moving = rng.random((20, 20, 20)).astype(np.float32)
+    u_xyz = np.array([1, 2, 3])
+    fixed = np.zeros_like(moving)
+    fixed[:-3, :-2, :-1] = moving[3:, 2:, 1:]
+    field = np.broadcast_to(u_xyz.reshape(3, 1, 1, 1), (3, 20, 20, 20)).astype(np.float32)
+    images, field2 = flip_permute_field(np.stack([moving, fixed]), field,
+                                        None if flips is None else np.array(flips), perm)
+    m2, f2 = images
+    u2 = field2[:, 10, 10, 10].round().astype(int)  # constant: (x, y, z) voxels
+    assert np.allclose(field2, u2.reshape(3, 1, 1, 1))
+    step = u2[::-1]  # array-axis order
+    core = tuple(slice(4, 16) for _ in range(3))
+    shifted = tuple(slice(4 + s, 16 + s) for s in step)
+    assert np.array_equal(f2[core], m2[shifted])
+
+
+def test_cut_crops_weights_padding():
+    shape = (10, 40, 40)
+    pair = LoadedPair(np.ones(shape, np.float32), np.ones(shape, np.float32),
+                      np.zeros(shape + (3,), np.float32), np.zeros(shape, np.int8))
+    batch = cut_crops([pair], np.array([0]), np.array([[5, 20, 20]]), np.array([0]), 32)
+    assert batch.pair.shape == (1, 2, 32, 32, 32) and batch.target.shape == (1, 3, 32, 32, 32)
+    assert batch.weight.sum() == 10 * 32 * 32  # only the 10 real slices weigh
+
+
+def dense_config_2d(**training):
+    values = config_2d(**training).to_dict()
+    values["network"] = {"name": "unet", "dim": 2, "width": 0.5, "crop": 48}
+    values["sampling"].update({"K": 4, "R": 4, "Rlow": 4, "Resolution": "single"})
+    values["training"].update({"batch_size": 4, "lr": 3e-3})
+    return config_from_dict(values)
+
+
+def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d):
+    from regnet.sampling.stream import read_manifests
+
+    config = dense_config_2d()
+    pairs = read_manifests([dataset_2d])[:2]
+    loaded = [load_pair(p, config.sampling) for p in pairs]
+    centres = np.array([[s // 2 for s in p.fixed.shape] for p in loaded])
+    batch = cut_crops(loaded, np.arange(2), centres, np.zeros(2), 48)
+    torch.manual_seed(0)
+    net = UNet(dim=2, width=0.5)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.huber_loss(upsample(net(batch.pair), (48, 48)), batch.target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_dense_training_runs_validates_and_resumes(dataset_2d, tmp_path):
+    run = tmp_path / "run"
+    summary = train([dataset_2d], run, dense_config_2d(steps=10, val_every=10), seed=0)
+    assert summary["steps"] == 10 and np.isfinite(summary["validation"]["epe"])
+    assert summary["validation"]["epe_identity"] > 0
+    resumed = train([dataset_2d], run, dense_config_2d(val_every=10), steps=14, resume=True)
+    assert resumed["started_at"] == 10 and resumed["steps"] == 14
+
+
+def test_multistage_config_picks_a_stage(tmp_path):
+    (tmp_path / "coarse.yaml").write_text("synthesis: {spacing_mm: 4.0}\n")
+    multi = tmp_path / "multi.yaml"
+    multi.write_text("stages:\n  - coarse.yaml\n  - {synthesis: {spacing_mm: 2.0}}\n")
+    assert load_config(multi, 0).synthesis.spacing_mm == 4.0
+    assert load_config(multi, 1).synthesis.spacing_mm == 2.0
+    with pytest.raises(UsageError, match="pass --stage K with 0 <= K < 2"):
+        load_config(multi)
+    with pytest.raises(UsageError, match="no 'stages:' list"):
+        load_config(tmp_path / "coarse.yaml", 0)
+
+
+def stage_checkpoint(path, spacing, name="unet"):
+    config = dataclasses.replace(config_2d(), network=dataclasses.replace(
+        config_2d().network, name=name))
+    net = UNet(dim=2, width=0.5) if name == "unet" else None
+    save_checkpoint(path, {"config": config.to_dict(), "model": net.state_dict(),
+                           "spacing_mm": spacing})
+    return path
+
+
+def test_multistage_model_file_round_trip_and_plan(tmp_path):
+    coarse = stage_checkpoint(tmp_path / "c.pt", 4.0)
+    fine = stage_checkpoint(tmp_path / "f.pt", 2.0)
+    path = save_multistage(tmp_path / "chain.pt", [coarse, fine])
+    loaded = load_model(path, dim=2)
+    assert [m.spacing_mm for m in loaded.stages] == [4.0, 2.0]
+    assert loaded.spacing_mm == 2.0
+    assert [(s, m.spacing_mm) for s, m in stage_plan(loaded)] == [(4.0, 4.0), (2.0, 2.0)]
+    assert [s for s, _ in stage_plan(loaded, [2.0])] == [2.0]
+    with pytest.raises(UsageError, match=r"has stages at \[4.0, 2.0\] mm only"):
+        stage_plan(loaded, [8.0])
+    with pytest.raises(RegNetError, match="coarse to fine"):
+        save_multistage(tmp_path / "bad.pt", [fine, coarse])
+    # the CLI packs the same file
+    assert main(["models", "--pack", str(coarse), str(fine), "--out",
+                 str(tmp_path / "cli.pt")]) == 0
+    assert len(load_model(tmp_path / "cli.pt", dim=2).stages) == 2
+
+
+def test_models_lists_the_shipped_models(capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("ct_lung_2mm") for line in lines)
+    assert any("[default_2d]" in line for line in lines)
+
+
+def test_residual_composes_back_to_the_truth():
+    """r from the fixed-point iteration satisfies u = r + u_prev(x + r) (compose_dvfs)."""
+    from scipy.ndimage import gaussian_filter
+
+    from regnet.geometry.compose import compose_dvfs
+    from regnet.synthesis.residuals import residual_field
+
+    rng = np.random.default_rng(0)
+    spacing = (1.5, 1.0, 2.0)
+    smooth = [gaussian_filter(rng.normal(size=(3, 20, 24, 16)), (0, 4, 4, 4)) for _ in range(2)]
+    u_prev = np.moveaxis(smooth[0], 0, -1) * 40  # a few mm, smooth: no folding
+    u_true = u_prev + np.moveaxis(smooth[1], 0, -1) * 20
+    assert 1.0 < np.abs(u_prev).max() < 6.0
+    r = residual_field(u_true, u_prev, spacing)
+    assert np.abs(compose_dvfs(u_prev, r, spacing) - u_true)[3:-3, 3:-3, 3:-3].max() < 1e-3
+    assert np.abs(r - (u_true - u_prev)).max() > 0.05  # not simply the difference
