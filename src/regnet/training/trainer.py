@@ -29,8 +29,8 @@ from regnet.devices import pick_device
 from regnet.errors import RegNetError, UsageError, fail
 from regnet.io.atomic import remove_stale_temporaries
 from regnet.network import build_network
-from regnet.network.regnet import count_parameters
 from regnet.network.registry import DENSE
+from regnet.network.regnet import count_parameters
 from regnet.network.unet import upsample
 from regnet.sampling.crops import CropStream
 from regnet.sampling.stream import PairRecord, PatchStream, check_pair_grids, read_manifests
@@ -186,9 +186,10 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
     """Train and return a summary (best validation endpoint error, identity error, timing).
 
     ``init``: start from the weights of this checkpoint or shipped model (fine-tuning; its
-    network settings must equal the config's). ``max_minutes`` ends the run (validating and saving as at the last step) once that much
-    wall time has passed; progress for the learning-rate schedule is then the larger of the
-    step and time fractions, so a cosine schedule reaches zero when time runs out.
+    network settings must equal the config's). ``max_minutes`` ends the run (validating and
+    saving as at the last step) once that much wall time has passed; progress for the
+    learning-rate schedule is then the larger of the step and time fractions, so a cosine
+    schedule reaches zero when time runs out.
     """
     config = config or Config()
     if steps is not None:
