@@ -78,17 +78,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ct", required=True, help="a CT the model never trained on")
     parser.add_argument("--liver", help="the liver-mr-4d folder")
-    parser.add_argument("--model", help="the multi-stage model (default: the shipped default)")
+    parser.add_argument("--model", default="ct_multistage", help="the multi-stage model")
     parser.add_argument("--single", default="ct_lung_2mm", help="the single-stage model")
     parser.add_argument("--prealign", default="none")
     parser.add_argument("--smooth", type=float, default=2.0)
     parser.add_argument("--old-chain", action="store_true",
                         help="also the single-stage model applied at 8, 4, 2 mm + rigid")
+    parser.add_argument("--methods", nargs="+", default=["identity", "single", "multi",
+                                                          "elastix"],
+                        help="which of identity, single, multi, elastix to run")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     print(header())
     model, single = load_model(args.model), load_model(args.single)
-    stages = "/".join(f"{m.spacing_mm:g}" for m in model.stages or [model])
+    stages = "/".join(f"{m.stage_spacing_mm:g}" for m in model.stages or [model])
     multi = f"multi-stage {stages} mm" + (f" + {args.prealign}" if args.prealign != "none"
                                           else "")
     print(f"# multi-stage model {model.source}; single-stage model {single.source}; "
@@ -98,10 +101,12 @@ def main() -> None:
 
     def methods(fixed, moving):
         t0 = time.perf_counter()
-        yield "identity", None, time.perf_counter() - t0, ""
+        if "identity" in args.methods:
+            yield "identity", None, time.perf_counter() - t0, ""
         variants = [(f"single-stage, smoothed {args.smooth:g}", single,
-                     {"smooth_vox": args.smooth}),
-                    (multi, model, {"prealign_kind": args.prealign})]
+                     {"smooth_vox": args.smooth})] if "single" in args.methods else []
+        if "multi" in args.methods:
+            variants.append((multi, model, {"prealign_kind": args.prealign}))
         if args.old_chain:
             variants.append(("single-stage model at 8/4/2 mm + rigid", single,
                              {"stages": (8, 4, 2), "prealign_kind": "rigid",
@@ -111,8 +116,9 @@ def main() -> None:
             result = register(fixed, moving, model=chosen, **kwargs)
             kept = "".join("y" if s["kept"] else "n" for s in result.summary["stages"])
             yield name, result.dvf_mm, time.perf_counter() - t0, kept
-        dvf, seconds = elastix_bspline(fixed, moving)
-        yield "elastix B-spline", dvf, seconds, ""
+        if "elastix" in args.methods:
+            dvf, seconds = elastix_bspline(fixed, moving)
+            yield "elastix B-spline", dvf, seconds, ""
 
     for name, fixed, moving, truth in artificial_cases(args.ct, args.quick):
         body = sitk.GetArrayFromImage(fixed) > -500

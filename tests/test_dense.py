@@ -165,6 +165,12 @@ def test_multistage_model_file_round_trip_and_plan(tmp_path):
     assert main(["models", "--pack", str(coarse), str(fine), "--out",
                  str(tmp_path / "cli.pt")]) == 0
     assert len(load_model(tmp_path / "cli.pt", dim=2).stages) == 2
+    # one network run at 8 mm then at its own 2 mm: the plan and the scale follow
+    assert main(["models", "--pack", f"{fine}@8", str(fine), "--out",
+                 str(tmp_path / "at.pt")]) == 0
+    twice = load_model(tmp_path / "at.pt", dim=2)
+    assert [(s, m.spacing_mm) for s, m in stage_plan(twice)] == [(8.0, 2.0), (2.0, 2.0)]
+    assert main(["models", "--pack", f"{fine}@x", "--out", str(tmp_path / "x.pt")]) == 2
 
 
 def test_models_lists_the_shipped_models(capsys):
@@ -190,3 +196,38 @@ def test_residual_composes_back_to_the_truth():
     r = residual_field(u_true, u_prev, spacing)
     assert np.abs(compose_dvfs(u_prev, r, spacing) - u_true)[3:-3, 3:-3, 3:-3].max() < 1e-3
     assert np.abs(r - (u_true - u_prev)).max() > 0.05  # not simply the difference
+
+
+def test_residuals_command_writes_trainable_pairs(dataset_2d, trained_2d, tmp_path):
+    """`regnet residuals`: every pair pre-registered by a model, a manifest that training
+    reads, and a rerun that skips finished pairs."""
+    from regnet.sampling.stream import check_pair_grids, read_manifests
+
+    run, _ = trained_2d
+    out = tmp_path / "residuals"
+    args = ["residuals", "--data", str(dataset_2d), "--model", str(run / "best.pt"),
+            "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    pairs = read_manifests([out])
+    assert len(pairs) == len(read_manifests([dataset_2d]))
+    check_pair_grids(pairs)
+    mtimes = sorted(p.stat().st_mtime for p in out.rglob("dvf.mha"))
+    assert main(args) == 0
+    assert sorted(p.stat().st_mtime for p in out.rglob("dvf.mha")) == mtimes
+
+
+def test_init_loads_weights_and_refuses_another_network(tmp_path):
+    from regnet.network import build_network
+    from regnet.training.trainer import start_weights
+
+    config = config_2d()
+    source = build_network(config.network)
+    save_checkpoint(tmp_path / "s.pt", {"config": config.to_dict(),
+                                        "model": source.state_dict(), "spacing_mm": 1.0})
+    target = build_network(config.network)
+    start_weights(target, tmp_path / "s.pt", config)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key])
+    other = dataclasses.replace(config, network=dataclasses.replace(config.network, width=1.0))
+    with pytest.raises(UsageError, match="differs from the config's"):
+        start_weights(build_network(other.network), tmp_path / "s.pt", other)

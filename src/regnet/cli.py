@@ -237,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the shipped models, or pack stages into one "
                        "multi-stage model file")
-    p.add_argument("--pack", nargs="+", metavar="STAGE.pt",
-                   help="stage checkpoints from `regnet train --stage K`, coarse to fine")
+    p.add_argument("--pack", nargs="+", metavar="MODEL[@MM]",
+                   help="stage checkpoints (from `regnet train --stage K`) or shipped names, "
+                        "coarse to fine; @MM runs a stage at MM mm instead of its training "
+                        "spacing (its prediction scaled by the ratio)")
     p.add_argument("--out", help="with --pack: the multi-stage model file to write")
     p.set_defaults(func=_models)
 

@@ -32,3 +32,24 @@ def jacobian_summary(det: np.ndarray, mask: np.ndarray | None = None) -> dict:
     return {"jac_min": float(values.min()), "jac_max": float(values.max()),
             "jac_mean": float(values.mean()), "jac_std": float(values.std()),
             "jac_nonpositive_fraction": float((values <= 0).mean())}
+
+
+def unfold(dvf_mm: np.ndarray, spacing_mm_xyz, floor: float = 0.1, sigma_vox: float = 4.0,
+           iterations: int = 30) -> tuple[np.ndarray, int]:
+    """Remove folding by smoothing the field only around the voxels that fold.
+
+    While some voxel's determinant is ``<= floor``, the field within 3 voxels of every such
+    voxel is replaced by its Gaussian-smoothed value (``sigma_vox`` voxels); elsewhere it is
+    left as it is. Returns the field (float32, same shape) and the number of passes made
+    (0: nothing folded)."""
+    from scipy.ndimage import binary_dilation, gaussian_filter
+
+    u = np.array(dvf_mm, dtype=np.float32)
+    for k in range(iterations):
+        bad = jacobian_determinant(u, spacing_mm_xyz) <= floor
+        if not bad.any():
+            return u, k
+        region = binary_dilation(bad, iterations=3)
+        for c in range(u.shape[-1]):
+            u[..., c][region] = gaussian_filter(u[..., c], sigma_vox, mode="nearest")[region]
+    return u, iterations

@@ -30,6 +30,11 @@ class LoadedModel:
     source: str
     intensity_p1_p99: list | None = None  # normalised percentiles of the training images
     stages: list[LoadedModel] = field(default_factory=list)
+    run_spacing_mm: float | None = None  # a stage run at another spacing than it trained at
+
+    @property
+    def stage_spacing_mm(self) -> float:
+        return self.run_spacing_mm or self.spacing_mm
 
     @property
     def trained_range_mm(self) -> float:
@@ -85,15 +90,26 @@ def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
     network.eval()
     spacing = float(payload.get("spacing_mm", config.synthesis.spacing_mm))
     reference = payload.get("intensity_p1_p99", entry.get("intensity_p1_p99"))
+    run = payload.get("run_spacing_mm")
     return LoadedModel(network, config, spacing, where,
-                       None if reference is None else [float(v) for v in reference])
+                       None if reference is None else [float(v) for v in reference],
+                       run_spacing_mm=None if run is None else float(run))
 
 
-def pack_stages(checkpoints, out) -> Path:
-    """Write one multi-stage model file from stage checkpoints (coarse to fine)."""
+def pack_stages(stages, out) -> Path:
+    """Write one multi-stage model file from stages, coarse to fine: checkpoint paths or
+    shipped names, each optionally ``@SPACING`` to run it at another spacing (mm)."""
     from regnet.training.checkpoint import save_multistage
 
-    return save_multistage(out, checkpoints)
+    paths, spacings = [], []
+    for item in map(str, stages):
+        name, _, spacing = item.partition("@")
+        try:
+            spacings.append(float(spacing) if spacing else None)
+        except ValueError:
+            raise UsageError(f"--pack {item!r}: expected MODEL or MODEL@SPACING_MM") from None
+        paths.append(resolve_model(name)[0])
+    return save_multistage(out, paths, spacings)
 
 
 def shipped_model_lines() -> list[str]:

@@ -120,7 +120,8 @@ def check_memory(fixed: sitk.Image, spacing_mm: float, limit_gb: float | None, n
 def register(fixed, moving, model: str | Path | LoadedModel | None = None, device="auto",
              fixed_mask=None, tile: int = 40, phases: str = "one", series=None,
              max_memory_gb: float | None = None, stages=None, prealign_kind: str = "none",
-             guard: bool = True, smooth_vox: float = SMOOTH_VOX) -> RegistrationResult:
+             guard: bool = True, smooth_vox: float = SMOOTH_VOX,
+             unfold_field: bool = True) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` in one forward pass of the network per stage.
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
@@ -130,7 +131,9 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     stage at the model's spacing); ``prealign_kind``: ``none``, ``rigid`` or ``affine``;
     ``guard``: drop stages that lower the images' similarity (:mod:`regnet.inference.stages`);
     ``smooth_vox``: Gaussian smoothing (sigma in voxels of each stage's grid) of the network's
-    output, 0 for the seed's raw prediction.
+    output, 0 for the seed's raw prediction (then nothing is smoothed, the composed field
+    neither); ``unfold_field``: smooth a composed field, and the final field locally wherever
+    it still folds (False: the stages' composed field as it is).
     ``series``: DICOM series UIDs to pick in folders holding several. The summary's
     ``warnings`` list the trust signals of :mod:`regnet.evaluation.trust`.
     """
@@ -165,7 +168,8 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     t1 = time.perf_counter()
     transform = prealign(fixed_img, moving_img, prealign_kind)
     u_mm, grid, reports = run_stages(fixed_img, moving_img, loaded, dev, stages, background,
-                                     guard, transform, tile, phases, smooth_vox)
+                                     guard, transform, tile, phases, smooth_vox,
+                                     unfold_field and smooth_vox > 0)
     t_net = time.perf_counter() - t1
     dvf_mm = u_mm if same_grid(grid, fixed_img) else resample_dvf(u_mm, grid, fixed_img)
     if transform is not None:
@@ -202,6 +206,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
                "dvf_max_abs_mm": float(np.abs(dvf_mm).max()),
                "model_trained_range_mm": loaded.trained_range_mm, **stats,
                "prealign": prealign_kind, "smooth_vox": smooth_vox,
+               "unfold": unfold_field and smooth_vox > 0,
                "stages": reports_as_dicts(reports),
                "trusted": not warnings, "warnings": warnings}
     log.info("registered in %.2f s (network and stages %.2f s on %s); Jacobian min %.3f, "

@@ -51,24 +51,35 @@ def load_checkpoint(path: str | Path) -> dict:
             isinstance(p, dict) and isinstance(p.get("model"), dict)
             and isinstance(p.get("config"), dict) for p in stages):
         raise fail(path, "checkpoint lacks its model weights or config")
-    spacings = [float(p.get("spacing_mm", 0)) for p in stages]
+    spacings = [stage_spacing(p) for p in stages]
     if "stages" in payload and spacings != sorted(spacings, reverse=True):
         raise fail(path, f"stages must run coarse to fine; their spacings are {spacings} mm")
     return payload
 
 
+def stage_spacing(payload: dict) -> float:
+    """The spacing (mm) a stage runs at: ``run_spacing_mm``, else the one it trained at."""
+    return float(payload.get("run_spacing_mm", payload.get("spacing_mm", 0)))
+
+
 STAGE_KEYS = ("config", "model", "spacing_mm", "intensity_p1_p99", "val_cases", "step")
 
 
-def save_multistage(path: str | Path, checkpoints: list[str | Path]) -> Path:
-    """One model file of the given stage checkpoints (coarse to fine; weights and config)."""
+def save_multistage(path: str | Path, checkpoints, run_spacings_mm=None) -> Path:
+    """One model file of the given stage checkpoints (coarse to fine; weights and config).
+    ``run_spacings_mm[k]``: run stage k at this spacing instead of the one it trained at (its
+    prediction is scaled by the ratio, as ``regnet register --stages`` does); None keeps it."""
+    run_spacings_mm = run_spacings_mm or [None] * len(checkpoints)
     stages = []
-    for checkpoint in checkpoints:
+    for checkpoint, run_spacing in zip(checkpoints, run_spacings_mm, strict=True):
         payload = load_checkpoint(checkpoint)
         if "stages" in payload:
             raise fail(checkpoint, "is already a multi-stage model; give single stages")
-        stages.append({k: payload[k] for k in STAGE_KEYS if k in payload})
-    spacings = [float(p.get("spacing_mm", 0)) for p in stages]
+        stage = {k: payload[k] for k in STAGE_KEYS if k in payload}
+        if run_spacing is not None:
+            stage["run_spacing_mm"] = float(run_spacing)
+        stages.append(stage)
+    spacings = [stage_spacing(p) for p in stages]
     if spacings != sorted(spacings, reverse=True) or len(set(spacings)) < len(spacings):
         raise RegNetError(f"stages must be given coarse to fine, each at its own spacing; "
                           f"their spacings are {spacings} mm")
