@@ -63,3 +63,16 @@ def test_bad_images_name_the_file(tmp_path, case, message):
     with pytest.raises(RegNetError, match=message) as error:
         read_image(path, dim=3)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_atomic_outputs_get_the_mode_open_would_give(tmp_path):
+    import os
+
+    from regnet.io.atomic import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
