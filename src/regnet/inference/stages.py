@@ -179,7 +179,8 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
 
 
 def smooth_field(u: np.ndarray, sigma_vox: float) -> np.ndarray:
-    """Gaussian smoothing (sigma in voxels) of each component of a ``(*S, C)`` field."""
+    """Gaussian smoothing (sigma in voxels) of each component of a ``(*S, C)`` field, in
+    place; returns it."""
     for c in range(u.shape[-1]):
         u[..., c] = gaussian_filter(u[..., c], sigma_vox, mode="nearest")
     return u
