@@ -51,6 +51,7 @@ def make_residuals(data, model, out, device="cpu") -> int:
     """Residual pairs of every pair in ``data``'s manifest after ``model``'s stages; returns
     the number of pairs in ``out/manifest.csv``."""
     from regnet.inference.models import load_model
+    from regnet.inference.register import SMOOTH_VOX
     from regnet.inference.stages import run_stages
 
     data, out = Path(data), Path(out)
@@ -68,7 +69,8 @@ def make_residuals(data, model, out, device="cpu") -> int:
             moving = sitk.ReadImage(str(data / row["moving"]))
             truth = itk_to_dvf(sitk.ReadImage(str(data / row["dvf"])), row["dvf"])
             background = float(sitk.GetArrayViewFromImage(moving).min())
-            u_prev, grid, _ = run_stages(fixed, moving, loaded, device, background=background)
+            u_prev, grid, _ = run_stages(fixed, moving, loaded, device, background=background,
+                                         smooth_vox=SMOOTH_VOX, unfold_field=True)
             u_prev = resample_dvf(u_prev, grid, fixed)
             r = residual_field(truth, u_prev, fixed.GetSpacing())
             write_image(warp_image(moving, u_prev, fixed, default=background),
