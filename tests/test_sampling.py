@@ -86,7 +86,7 @@ def test_stream_batches_do_not_depend_on_worker_count(dataset_2d):
     batches = {}
     for workers in (0, 2):
         stream = PatchStream(pairs, config.sampling, 8, seed=3, start_step=5,
-                             augment_flips=True, augment_permute=True)
+                             augment_flips=True, augment_permute=True, augment_intensity=True)
         loader = iter(DataLoader(stream, batch_size=None, num_workers=workers))
         batches[workers] = [next(loader) for _ in range(6)]
         del loader
@@ -111,3 +111,33 @@ def test_bad_sampling_settings(bad, message):
 
     with pytest.raises(RegNetError, match=message):
         SamplingConfig(**bad).validate()
+
+
+def test_random_contrast_is_monotone_and_one_mapping_per_image():
+    from regnet.intensity import random_contrast
+
+    x = np.linspace(-0.2, 0.6, 200).astype(np.float32)
+    low = x[::2].copy()
+    for seed in range(20):
+        full_out, low_out = random_contrast([x, low], np.random.default_rng(seed),
+                                            noise_max=0.0)
+        assert np.all(np.diff(full_out) >= -1e-6)  # order of intensities kept
+        assert np.allclose(low_out, full_out[::2], atol=1e-6)  # the same mapping for both
+        assert full_out.min() >= x.min() - 1e-6 and full_out.max() <= x.max() + 1e-6
+    changed = random_contrast([x], np.random.default_rng(1))[0]
+    assert np.abs(changed - x).max() > 0.01
+
+
+def test_intensity_augmentation_leaves_the_label(dataset_2d):
+    from regnet.sampling.stream import cut_batch, load_pair, read_manifests
+
+    config = SamplingConfig(K=26, normalization="robust")
+    pair = load_pair(read_manifests([dataset_2d])[0], config)
+    centres = np.array([[40, 45], [30, 50]])
+    plain = cut_batch([pair], np.zeros(2, int), centres, np.zeros(2), config)
+    seeds = np.array([[1, 2], [3, 4]])
+    varied = cut_batch([pair], np.zeros(2, int), centres, np.zeros(2), config, contrast=seeds)
+    assert torch.equal(plain.target, varied.target)
+    assert not torch.allclose(plain.full, varied.full)
+    again = cut_batch([pair], np.zeros(2, int), centres, np.zeros(2), config, contrast=seeds)
+    assert torch.equal(varied.full, again.full) and torch.equal(varied.low, again.low)

@@ -154,6 +154,7 @@ class TrainingConfig:
     val_max_patches: int = 1500  # validation patches in all (spread over the validation pairs)
     augment_flips: bool = False
     augment_permute: bool = False  # random axis permutations (90-degree rotations/reflections)
+    augment_intensity: bool = False  # random monotone contrast per image (intensity.py)
     lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * progress)) / 2
     num_workers: int = 1
 

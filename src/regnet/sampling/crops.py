@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from regnet.intensity import random_contrast
 from regnet.sampling.stream import LoadedPair, PatchStream
 
 
@@ -61,12 +62,16 @@ def flip_permute_field(images: np.ndarray, field: np.ndarray, flips, perm) -> tu
 
 
 def cut_crops(pairs: list[LoadedPair], which: np.ndarray, centres: np.ndarray,
-              labels: np.ndarray, size: int, flips=None, perms=None) -> CropBatch:
+              labels: np.ndarray, size: int, flips=None, perms=None, contrast=None
+              ) -> CropBatch:
     images, targets, weights = [], [], []
     for k, centre in enumerate(centres):
         p = pairs[which[k]]
         box, pad = crop_box(centre, p.fixed.shape, size)
         two = np.stack([p.moving[box], p.fixed[box]])
+        if contrast is not None:
+            two = np.stack([random_contrast([two[ch]], np.random.default_rng(contrast[k, ch]))[0]
+                            for ch in range(2)])
         field = np.moveaxis(p.dvf_mm[box], -1, 0)
         weight = np.ones((1,) + two.shape[1:], np.float32)
         if any(sum(w) for w in pad):
@@ -94,5 +99,5 @@ class CropStream(PatchStream):
         super().__init__(*args, **kwargs)
         self.crop = crop
 
-    def cut(self, loaded, which, centres, labels, flips, perms) -> CropBatch:
-        return cut_crops(loaded, which, centres, labels, self.crop, flips, perms)
+    def cut(self, loaded, which, centres, labels, flips, perms, contrast) -> CropBatch:
+        return cut_crops(loaded, which, centres, labels, self.crop, flips, perms, contrast)

@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset
 
 from regnet.config import SamplingConfig
 from regnet.errors import RegNetError, fail
-from regnet.intensity import normalize
+from regnet.intensity import normalize, random_contrast
 from regnet.io.dvf import itk_to_dvf
 from regnet.sampling.classes import NO_CLASS, draw_balanced_centres, voxel_classes
 from regnet.sampling.patches import centre_targets, extract_patches
@@ -163,9 +163,11 @@ def augment(full: np.ndarray, low: np.ndarray | None, target: np.ndarray,
 
 def cut_batch(pair_list: list[LoadedPair], which: np.ndarray, centres: np.ndarray,
               labels: np.ndarray, config: SamplingConfig, flips: np.ndarray | None = None,
-              perms: np.ndarray | None = None) -> PatchBatch:
+              perms: np.ndarray | None = None, contrast: np.ndarray | None = None
+              ) -> PatchBatch:
     """Cut the patches of centres ``centres[i]`` in pair ``which[i]``; optionally augment
-    them with axis flips and permutations (:func:`augment`)."""
+    them with axis flips and permutations (:func:`augment`) and, with ``contrast`` (a
+    ``(N, 2)`` array of seeds), a random contrast per image (:func:`random_contrast`)."""
     full, low, target = [], [], []
     for k in range(len(centres)):
         p = pair_list[which[k]]
@@ -173,6 +175,13 @@ def cut_batch(pair_list: list[LoadedPair], which: np.ndarray, centres: np.ndarra
         full.append(extract_patches(p.moving, p.fixed, c, config.R))
         if config.Resolution == "multi":
             low.append(extract_patches(p.moving, p.fixed, c, config.Rlow, stride=2))
+        if contrast is not None:
+            for ch in range(2):
+                parts = [full[-1][0, ch]] + ([low[-1][0, ch]] if low else [])
+                mapped = random_contrast(parts, np.random.default_rng(contrast[k, ch]))
+                full[-1][0, ch] = mapped[0]
+                if low:
+                    low[-1][0, ch] = mapped[1]
         target.append(centre_targets(p.dvf_mm, c))
     full_a, target_a = np.concatenate(full), np.concatenate(target)
     low_a = np.concatenate(low) if low else None
@@ -193,16 +202,17 @@ class PatchStream(IterableDataset):
 
     def __init__(self, pairs: list[PairRecord], config: SamplingConfig, batch_size: int,
                  seed: int = 0, start_step: int = 0, rank: int = 0, augment_flips=False,
-                 augment_permute=False):
+                 augment_permute=False, augment_intensity=False):
         self.pairs, self.config, self.batch_size = pairs, config, batch_size
         self.seed, self.start_step, self.rank = seed, start_step, rank
         self.augment_flips, self.augment_permute = augment_flips, augment_permute
+        self.augment_intensity = augment_intensity
         self.per_chunk = min(config.numberOfImagesPerChunk, len(pairs))
         self.chunks_per_epoch = -(-len(pairs) // self.per_chunk)
         self.batches_per_chunk = max(1, self.per_chunk * config.samplesPerImage // batch_size)
 
-    def cut(self, loaded, which, centres, labels, flips, perms) -> PatchBatch:
-        return cut_batch(loaded, which, centres, labels, self.config, flips, perms)
+    def cut(self, loaded, which, centres, labels, flips, perms, contrast) -> PatchBatch:
+        return cut_batch(loaded, which, centres, labels, self.config, flips, perms, contrast)
 
     def chunk_pairs(self, g: int) -> list[PairRecord]:
         epoch, j = divmod(g, self.chunks_per_epoch)
@@ -233,7 +243,9 @@ class PatchStream(IterableDataset):
         flips = rng.random((total, ndim)) < 0.5 if self.augment_flips else None
         perms = (np.argsort(rng.random((total, ndim)), axis=1) if self.augment_permute
                  else None)
-        return loaded, which_a[order], centres_a[order], labels_a[order], flips, perms
+        contrast = rng.integers(2**62, size=(total, 2)) if self.augment_intensity else None
+        return (loaded, which_a[order], centres_a[order], labels_a[order], flips, perms,
+                contrast)
 
     def __iter__(self) -> Iterator[PatchBatch]:
         """Yield the batches of steps ``start_step, start_step + 1, ...``.
@@ -248,7 +260,7 @@ class PatchStream(IterableDataset):
         with ThreadPoolExecutor(max_workers=1) as reader:
             upcoming = reader.submit(self.load_chunk, g)
             while True:
-                loaded, which, centres, labels, flips, perms = upcoming.result()
+                loaded, which, centres, labels, flips, perms, contrast = upcoming.result()
                 upcoming = reader.submit(self.load_chunk, g + 1)  # read ahead
                 for b in range(offset, self.batches_per_chunk):
                     step = g * self.batches_per_chunk + b
@@ -256,6 +268,6 @@ class PatchStream(IterableDataset):
                         continue
                     s = slice(b * self.batch_size, (b + 1) * self.batch_size)
                     yield self.cut(loaded, which[s], centres[s], labels[s],
-                                   None if flips is None else flips[s],
-                                   None if perms is None else perms[s])
+                                   *(None if a is None else a[s]
+                                     for a in (flips, perms, contrast)))
                 g, offset = g + 1, 0
