@@ -64,6 +64,8 @@ def flip_permute_field(images: np.ndarray, field: np.ndarray, flips, perm) -> tu
 def cut_crops(pairs: list[LoadedPair], which: np.ndarray, centres: np.ndarray,
               labels: np.ndarray, size: int, flips=None, perms=None, contrast=None
               ) -> CropBatch:
+    """Crops of ``size`` voxels around ``centres[i]`` of pair ``which[i]``, optionally with a
+    random contrast per image (``contrast``: ``(N, 2)`` seeds) and flips/permutations."""
     images, targets, weights = [], [], []
     for k, centre in enumerate(centres):
         p = pairs[which[k]]
