@@ -231,3 +231,17 @@ def test_init_loads_weights_and_refuses_another_network(tmp_path):
     other = dataclasses.replace(config, network=dataclasses.replace(config.network, width=1.0))
     with pytest.raises(UsageError, match="differs from the config's"):
         start_weights(build_network(other.network), tmp_path / "s.pt", other)
+
+
+def test_shipped_stages_are_referred_to_not_copied(tmp_path):
+    """Packing a shipped model stores its name (the file stays small) and loads its weights,
+    checksum-verified, from the installation; the shipped ct_multistage is built this way."""
+    path = main(["models", "--pack", "ct_lung_2mm@4", "ct_lung_2mm", "--out",
+                 str(tmp_path / "ref.pt")])
+    assert path == 0 and (tmp_path / "ref.pt").stat().st_size < 10_000
+    shipped = load_model("ct_lung_2mm")
+    chain = load_model(tmp_path / "ref.pt")
+    assert [(s.stage_spacing_mm, s.spacing_mm) for s in chain.stages] == [(4.0, 2.0), (2.0, 2.0)]
+    for key, value in shipped.network.state_dict().items():
+        assert torch.equal(value, chain.stages[0].network.state_dict()[key])
+    assert (load_model("ct_multistage").stages[0].source == shipped.source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,12 +78,26 @@ def load_model(model: str | Path | None = None, dim: int = 3) -> LoadedModel:
         raise fail(path, "checksum mismatch: the shipped model file is damaged or replaced")
     payload = load_checkpoint(path)
     if "stages" in payload:
-        stages = [_from_payload(p, f"{path} stage {k}", entry)
-                  for k, p in enumerate(payload["stages"])]
+        stages = [_stage(p, f"{path} stage {k}", entry) for k, p in enumerate(payload["stages"])]
         finest = stages[-1]
         return LoadedModel(finest.network, finest.config, finest.spacing_mm, str(path),
                            finest.intensity_p1_p99, stages)
     return _from_payload(payload, str(path), entry)
+
+
+def _stage(payload: dict, where: str, entry: dict) -> LoadedModel:
+    """One stage of a multi-stage file: its own weights, or a shipped model it refers to."""
+    name = payload.get("shipped")
+    if name is None:
+        return _from_payload(payload, where, entry)
+    if name not in shipped_models()["models"]:
+        raise fail(where, f"refers to the shipped model {name!r}, which this installation "
+                   "lacks")
+    stage = load_model(name)
+    if stage.stages:
+        raise fail(where, f"refers to {name!r}, itself a multi-stage model")
+    run = payload.get("run_spacing_mm")
+    return dataclasses.replace(stage, run_spacing_mm=None if run is None else float(run))
 
 
 def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
@@ -97,19 +112,22 @@ def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
 
 
 def pack_stages(stages, out) -> Path:
-    """Write one multi-stage model file from stages, coarse to fine: checkpoint paths or
-    shipped names, each optionally ``@SPACING`` to run it at another spacing (mm)."""
+    """Write one multi-stage model file from stages, coarse to fine: checkpoint paths (their
+    weights are copied in) or shipped names (referred to), each optionally ``@SPACING`` to run
+    it at another spacing (mm)."""
     from regnet.training.checkpoint import save_multistage
 
-    paths, spacings = [], []
+    paths, spacings, names = [], [], []
     for item in map(str, stages):
         name, _, spacing = item.partition("@")
         try:
             spacings.append(float(spacing) if spacing else None)
         except ValueError:
             raise UsageError(f"--pack {item!r}: expected MODEL or MODEL@SPACING_MM") from None
-        paths.append(resolve_model(name)[0])
-    return save_multistage(out, paths, spacings)
+        path, entry = resolve_model(name)
+        paths.append(path)
+        names.append(name if entry else None)  # a shipped model: referred to, not copied
+    return save_multistage(out, paths, spacings, names)
 
 
 def shipped_model_lines() -> list[str]:

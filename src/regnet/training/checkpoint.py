@@ -2,7 +2,9 @@
 
 A checkpoint is a dict with ``format``, ``config`` (plain values), ``model`` (state dict),
 ``step`` and, for training checkpoints, ``optimizer``, ``rng`` and ``best``. A multi-stage model
-file holds ``stages`` instead: one such dict per stage (weights and config only), coarse to fine.
+file holds ``stages`` instead: one such dict per stage (weights and config only), coarse to fine,
+or for a shipped model a reference ``{"shipped": name, "spacing_mm": ...}`` (its weights are not
+copied; it is loaded, checksum-verified, from the installation).
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ def load_checkpoint(path: str | Path) -> dict:
         raise fail(path, f"not a RegNet checkpoint (no format '{FORMAT}')")
     stages = payload.get("stages", [payload])
     if not isinstance(stages, list) or not stages or not all(
-            isinstance(p, dict) and isinstance(p.get("model"), dict)
-            and isinstance(p.get("config"), dict) for p in stages):
+            isinstance(p, dict) and (isinstance(p.get("model"), dict)
+                                     and isinstance(p.get("config"), dict)
+                                     or "stages" in payload and isinstance(p.get("shipped"), str))
+            for p in stages):
         raise fail(path, "checkpoint lacks its model weights or config")
     spacings = [stage_spacing(p) for p in stages]
     if "stages" in payload and spacings != sorted(spacings, reverse=True):
@@ -65,17 +69,23 @@ def stage_spacing(payload: dict) -> float:
 STAGE_KEYS = ("config", "model", "spacing_mm", "intensity_p1_p99", "val_cases", "step")
 
 
-def save_multistage(path: str | Path, checkpoints, run_spacings_mm=None) -> Path:
+def save_multistage(path: str | Path, checkpoints, run_spacings_mm=None,
+                    shipped_names=None) -> Path:
     """One model file of the given stage checkpoints (coarse to fine; weights and config).
     ``run_spacings_mm[k]``: run stage k at this spacing instead of the one it trained at (its
-    prediction is scaled by the ratio, as ``regnet register --stages`` does); None keeps it."""
+    prediction is scaled by the ratio, as ``regnet register --stages`` does); None keeps it.
+    ``shipped_names[k]``: stage k is that shipped model, stored as a reference, not copied."""
     run_spacings_mm = run_spacings_mm or [None] * len(checkpoints)
+    shipped_names = shipped_names or [None] * len(checkpoints)
     stages = []
-    for checkpoint, run_spacing in zip(checkpoints, run_spacings_mm, strict=True):
+    for checkpoint, run_spacing, shipped in zip(checkpoints, run_spacings_mm, shipped_names,
+                                                strict=True):
         payload = load_checkpoint(checkpoint)
         if "stages" in payload:
             raise fail(checkpoint, "is already a multi-stage model; give single stages")
         stage = {k: payload[k] for k in STAGE_KEYS if k in payload}
+        if shipped is not None:
+            stage = {"shipped": shipped, "spacing_mm": payload.get("spacing_mm", 0.0)}
         if run_spacing is not None:
             stage["run_spacing_mm"] = float(run_spacing)
         stages.append(stage)
