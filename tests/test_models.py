@@ -56,11 +56,13 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
     summary = run_demo(tmp_path / "demo", model=tiny_checkpoint(tmp_path / "t.pt"))
     out = capsys.readouterr().out
-    assert "endpoint error in the lungs" in out and "report.png" in out
-    for name in ("report.png", "report.html", "dvf.nii", "moved.nii", "demo.json"):
-        assert (tmp_path / "demo" / name).is_file()
-    assert summary["epe_before_mm"] > 2.0  # the known field really moves the lungs
-    assert summary["body_epe_before_mm"] > 0.5
+    assert "endpoint error in the lungs" in out and "endpoint error in the brain" in out
+    assert (tmp_path / "demo" / "demo.json").is_file()
+    for case in ("ct", "mr"):
+        for name in ("report.png", "report.html", "dvf.nii", "moved.nii", "fixed.nii.gz"):
+            assert (tmp_path / "demo" / case / name).is_file()
+        assert summary[case]["epe_before_mm"] > 2.0  # the known field really moves the tissue
+        assert summary[case]["body_epe_before_mm"] > 0.5
 
 
 @pytest.mark.skipif(models.shipped_models().get("default") is None,
@@ -69,7 +71,7 @@ def test_shipped_default_model_recovers_the_demo_field(tmp_path):
     """Issue 5's promise: on the demo's own phantom, >= 3x lower endpoint error in the lungs."""
     from regnet.demo import run_demo
 
-    summary = run_demo(tmp_path / "demo", device="cpu")
+    summary = run_demo(tmp_path / "demo", device="cpu", cases=("ct",))["ct"]
     assert summary["improvement"] >= 3.0
     assert summary["jac_nonpositive_fraction"] < 1e-3
 
@@ -89,3 +91,45 @@ def test_2d_images_get_the_shipped_2d_default_and_a_shift_is_recovered():
     assert result.summary["model"].endswith("mr_brain_2d.pt")
     centre = result.dvf_mm[30:-30, 30:-30]
     assert abs(centre[..., 0].mean() - 2.0) < 0.5 and abs(centre[..., 1].mean()) < 0.5
+
+
+def test_modality_is_guessed_from_intensities():
+    from regnet.intensity import guess_modality
+
+    rng = np.random.default_rng(0)
+    ct = np.where(rng.random(20000) < 0.3, -1000.0, rng.normal(40, 30, 20000))  # 30 % air
+    mr = rng.uniform(0, 800, 20000)
+    assert guess_modality(ct) == "CT" and guess_modality(mr) == "MR"
+    assert guess_modality(rng.normal(0, 1, 20000)) is None  # z-scored: p1 = -2.3, p99 = 2.3
+    assert guess_modality(np.full(100, -5.0)) is None
+
+
+def test_the_default_model_is_chosen_from_the_images(tmp_path, monkeypatch, caplog):
+    """Two CTs get 'default', two MRs 'default_mr', a CT with an MR 'default_mr' and a
+    warning; register logs the choice in one line."""
+    import logging
+
+    import SimpleITK as sitk
+
+    from regnet.inference.register import register
+
+    for name in ("ct", "mr"):
+        tiny_checkpoint(tmp_path / f"{name}.pt")
+    index = {"default": "ct", "default_mr": "mr",
+             "models": {n: {"file": f"{n}.pt", "sha256": sha256(tmp_path / f"{n}.pt")}
+                        for n in ("ct", "mr")}}
+    (tmp_path / "models.json").write_text(json.dumps(index))
+    monkeypatch.setattr(models, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(models, "INDEX", tmp_path / "models.json")
+    rng = np.random.default_rng(1)
+    mr_array = rng.uniform(0, 600, (20, 22, 24)).astype(np.float32)
+    ct_array = np.where(mr_array < 200, -1000, mr_array).astype(np.float32)
+    ct, mr = sitk.GetImageFromArray(ct_array), sitk.GetImageFromArray(mr_array)
+    assert models.choose_model(ct, ct)[::2] == ("ct", None)
+    assert models.choose_model(mr, mr)[::2] == ("mr", None)
+    name, _, warning = models.choose_model(ct, mr)
+    assert name == "mr" and "fixed image looks like CT, the moving image like MR" in warning
+    with caplog.at_level(logging.INFO, logger="regnet"):
+        result = register(mr, mr, device="cpu")
+    assert result.summary["model"].endswith("mr.pt")
+    assert "model mr (no --model given): both images look like MR" in caplog.text

@@ -86,7 +86,8 @@ def test_stream_batches_do_not_depend_on_worker_count(dataset_2d):
     batches = {}
     for workers in (0, 2):
         stream = PatchStream(pairs, config.sampling, 8, seed=3, start_step=5,
-                             augment_flips=True, augment_permute=True, augment_intensity=True)
+                             augment_flips=True, augment_permute=True,
+                             augment_intensity={"bias_max": 0.3, "blur_max_vox": 1.0})
         loader = iter(DataLoader(stream, batch_size=None, num_workers=workers))
         batches[workers] = [next(loader) for _ in range(6)]
         del loader
@@ -126,6 +127,26 @@ def test_random_contrast_is_monotone_and_one_mapping_per_image():
         assert full_out.min() >= x.min() - 1e-6 and full_out.max() <= x.max() + 1e-6
     changed = random_contrast([x], np.random.default_rng(1))[0]
     assert np.abs(changed - x).max() > 0.01
+
+
+def test_bias_field_and_blur_agree_between_the_two_scales():
+    """A constant image under a bias field: the half-resolution patch (stride 2, the same
+    centre) sees the same factor at the same place; blur smooths a step but keeps its order."""
+    from regnet.intensity import random_contrast
+
+    full = np.full((9, 9, 9), 0.5, np.float32)
+    full[0, 0, 0], full[-1, -1, -1] = 0.0, 1.0  # corners that set the range
+    low = full.copy()
+    mapped_full, mapped_low = random_contrast([full, low], np.random.default_rng(3),
+                                              noise_max=0.0, strides=[1, 2], bias_max=0.3)
+    assert mapped_full.std() > 1e-3  # the bias field varies over the patch
+    # full index 4 + 2j is low index 4 + j: the same physical point
+    assert np.allclose(mapped_low[3:6, 3:6, 3:6], mapped_full[2:7:2, 2:7:2, 2:7:2], atol=1e-6)
+    step = np.repeat(np.array([0.0] * 10 + [1.0] * 10, np.float32)[None], 3, axis=0)
+    blurred = random_contrast([step], np.random.default_rng(0), noise_max=0.0,
+                              blur_max_vox=2.0)[0]
+    assert 0.0 < blurred[1, 9] < blurred[1, 10] < 1.0  # the edge is softened, still rising
+    assert np.all(np.diff(blurred[1]) >= -1e-6)
 
 
 def test_intensity_augmentation_leaves_the_label(dataset_2d):

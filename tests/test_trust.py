@@ -56,3 +56,11 @@ def test_register_and_evaluate_report_the_warnings(tmp_path, capsys):
     assert main(["evaluate", "--dvf", str(tmp_path / "out" / "dvf.nii")]) == 0
     out = capsys.readouterr().out
     assert "WARNING intensity: the fixed image" in out and '"trusted": false' in out
+
+
+def test_extent_warning_when_the_images_differ_in_size():
+    small = sitk.Image(50, 50, 40, sitk.sitkFloat32)  # 50 x 50 x 40 mm
+    large = sitk.Image(50, 50, 40, sitk.sitkFloat32)
+    large.SetSpacing((1.0, 1.0, 3.0))  # 120 mm along z: 3x
+    assert trust.extent_warning(small, small) is None
+    assert "differ by 3.0x" in trust.extent_warning(small, large)

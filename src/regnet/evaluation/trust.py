@@ -1,21 +1,27 @@
 """Trust signals: warnings that a registration result should not be taken at face value.
 
-Three checks, each giving a one-line warning (none when all is well):
+Four checks (and the model choice's, :func:`regnet.inference.models.choose_model`), each
+giving a one-line warning (none when all is well):
 
 * folding: more than ``FOLDING_WARN_FRACTION`` of the voxels have a Jacobian determinant <= 0;
 * range: the largest predicted displacement component reaches ``RANGE_WARN_SHARE`` of the
   largest motion the model was trained to recover (its top ``classBalanced`` threshold, mm);
 * intensity: an image's normalised 1st or 99th percentile lies far from those of the model's
-  training images (for example an MR image given to a CT model).
+  training images (for example an MR image given to a CT model);
+* size: the fixed and moving images' physical extents differ by more than
+  ``EXTENT_WARN_RATIO`` along an axis.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from regnet.io.images import physical_bounds
+
 FOLDING_WARN_FRACTION = 1e-3  # 0.1 % of the voxels
 RANGE_WARN_SHARE = 0.95
 INTENSITY_TOLERANCE = (0.1, 0.25)  # allowed |difference| of the normalised p1 and p99
+EXTENT_WARN_RATIO = 2.0  # fixed and moving physical extents along an axis
 
 
 def intensity_percentiles(normalised: np.ndarray) -> list[float]:
@@ -51,6 +57,19 @@ def intensity_warning(name: str, percentiles, reference) -> str | None:
         return (f"intensity: the {name} image's normalised 1st/99th percentiles "
                 f"({p1:.2f}, {p99:.2f}) lie far from the model's training images ({r1:.2f}, "
                 f"{r99:.2f}); is it the modality the model was trained on?")
+    return None
+
+
+def extent_warning(fixed, moving, ratio: float = EXTENT_WARN_RATIO) -> str | None:
+    """Warn when the two images' physical extents differ by more than ``ratio`` along an axis
+    (a whole trunk onto a head, say): no artificial pair shows a network such a mismatch."""
+    (f_lo, f_hi), (m_lo, m_hi) = physical_bounds(fixed), physical_bounds(moving)
+    f_mm, m_mm = np.maximum(f_hi - f_lo, 1e-6), np.maximum(m_hi - m_lo, 1e-6)
+    factor = float(np.max(np.maximum(f_mm / m_mm, m_mm / f_mm)))
+    if factor > ratio:
+        return (f"size: the images' physical extents differ by {factor:.1f}x along an axis "
+                f"(fixed {np.round(f_mm).astype(int).tolist()} mm, moving "
+                f"{np.round(m_mm).astype(int).tolist()} mm); crop them to the same region")
     return None
 
 

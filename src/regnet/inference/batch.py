@@ -92,7 +92,9 @@ def _init_worker(model, device, threads):
 
     if threads:
         torch.set_num_threads(threads)
-    _WORKER["model"] = model if isinstance(model, LoadedModel) else load_model(model)
+    # no model named: each pair gets the one that suits its images (register chooses)
+    _WORKER["model"] = model if model is None or isinstance(model, LoadedModel) else \
+        load_model(model)
     _WORKER["device"] = device
 
 

@@ -7,14 +7,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import SimpleITK as sitk
 from torch import nn
 
 from regnet.config import Config
 from regnet.errors import UsageError, bad_setting, fail
+from regnet.intensity import guess_modality
 from regnet.training.checkpoint import load_checkpoint, model_from_checkpoint, sha256
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-# {"default": 3D name, "default_2d": 2D name, "models": {name: {file, sha256}}}
+# {"default": 3D CT name, "default_mr": 3D MR name, "default_2d": 2D name,
+#  "models": {name: {file, sha256, modality, anatomy, spacing, validation}}}
 INDEX = MODELS_DIR / "models.json"
 
 
@@ -51,6 +54,28 @@ def shipped_models() -> dict:
 
 def default_key(dim: int) -> str:
     return "default_2d" if dim == 2 else "default"
+
+
+def choose_model(fixed: sitk.Image, moving: sitk.Image) -> tuple[str, str, str | None]:
+    """The shipped model for a pair when none is named: ``(name, why, warning or None)``.
+
+    2D images get ``default_2d``. In 3D, intensities decide (:func:`regnet.intensity.
+    guess_modality`): two CTs get ``default``, anything else ``default_mr``, whose per-image
+    robust normalisation suits any uncalibrated intensities; a pair that is not two CTs or two
+    MRs also gets a warning, as RegNet learns from same-modality pairs."""
+    index = shipped_models()
+    if fixed.GetDimension() == 2:
+        return index.get("default_2d"), "2D images", None
+    kinds = [guess_modality(sitk.GetArrayViewFromImage(image)) for image in (fixed, moving)]
+    ct, mr = index.get("default"), index.get("default_mr") or index.get("default")
+    if kinds == ["CT", "CT"]:
+        return ct, "both images look like CT (Hounsfield units, air below -500)", None
+    if kinds == ["MR", "MR"]:
+        return mr, "both images look like MR (non-negative, uncalibrated intensities)", None
+    described = [k or "neither CT nor MR" for k in kinds]
+    return mr, "its normalisation suits any intensities", (
+        f"modality: the fixed image looks like {described[0]}, the moving image like "
+        f"{described[1]}; RegNet learns from same-modality CT or MR pairs, so check the result")
 
 
 def resolve_model(model: str | Path | None, dim: int = 3) -> tuple[Path, dict]:
@@ -133,7 +158,7 @@ def pack_stages(stages, out) -> Path:
 def shipped_model_lines() -> list[str]:
     """One line per shipped model: name, modality, anatomy, spacing, validation figure."""
     index = shipped_models()
-    defaults = {index.get(key): key for key in ("default", "default_2d")}
+    defaults = {index.get(key): key for key in ("default", "default_mr", "default_2d")}
     lines = []
     for name, entry in sorted(index["models"].items()):
         tag = f" [{defaults[name]}]" if name in defaults else ""

@@ -21,7 +21,7 @@ from regnet.evaluation import trust
 from regnet.geometry.compose import affine_parts, compose_affine
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
-from regnet.inference.models import LoadedModel, load_model
+from regnet.inference.models import LoadedModel, choose_model, load_model
 from regnet.inference.stages import prealign, reports_as_dicts, run_stages
 from regnet.intensity import normalize
 from regnet.io.atomic import folder_lock, write_text_atomic
@@ -126,9 +126,10 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
     onto the fixed grid, both onto the model's isotropic spacing; the predicted DVF is brought
-    back to the original fixed grid. ``model=None`` takes the shipped default for the images'
-    dimension. ``stages``: isotropic spacings (mm) of coarse-to-fine stages (default: one
-    stage at the model's spacing); ``prealign_kind``: ``none``, ``rigid`` or ``affine``;
+    back to the original fixed grid. ``model=None`` takes the shipped default that suits the
+    images (:func:`regnet.inference.models.choose_model`, logged). ``stages``: isotropic
+    spacings (mm) of coarse-to-fine stages (default: one stage at the model's spacing);
+    ``prealign_kind``: ``none``, ``rigid`` or ``affine``;
     ``guard``: drop stages that lower the images' similarity (:mod:`regnet.inference.stages`);
     ``smooth_vox``: Gaussian smoothing (sigma in voxels of each stage's grid) of the network's
     output, 0 for the seed's raw prediction (then nothing is smoothed, the composed field
@@ -145,6 +146,10 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     if fixed_img.GetDimension() != moving_img.GetDimension():
         raise RegNetError(f"{names[0]} is {fixed_img.GetDimension()}D but {names[1]} is "
                           f"{moving_img.GetDimension()}D; both must have the same dimension")
+    choice_warning = None
+    if model is None:
+        model, why, choice_warning = choose_model(fixed_img, moving_img)
+        log.info("model %s (no --model given): %s", model, why)
     loaded = model if isinstance(model, LoadedModel) else load_model(
         model, dim=fixed_img.GetDimension())
     dim = loaded.config.network.dim
@@ -191,6 +196,8 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
         trust.range_warning(reports[0].max_model_mm, reports[0].trained_range_mm),
         intensity_warning("fixed", fixed_img),
         intensity_warning("moving", moving_img),
+        choice_warning,
+        trust.extent_warning(fixed_img, moving_img),
         None if overlap >= 0.5 or transform is not None else
         f"overlap: the moving image covers only {100 * overlap:.0f}% of the fixed image's "
         "extent",

@@ -62,18 +62,19 @@ def flip_permute_field(images: np.ndarray, field: np.ndarray, flips, perm) -> tu
 
 
 def cut_crops(pairs: list[LoadedPair], which: np.ndarray, centres: np.ndarray,
-              labels: np.ndarray, size: int, flips=None, perms=None, contrast=None
-              ) -> CropBatch:
+              labels: np.ndarray, size: int, flips=None, perms=None, contrast=None,
+              contrast_options: dict | None = None) -> CropBatch:
     """Crops of ``size`` voxels around ``centres[i]`` of pair ``which[i]``, optionally with a
-    random contrast per image (``contrast``: ``(N, 2)`` seeds) and flips/permutations."""
+    random contrast per image (``contrast``: ``(N, 2)`` seeds; ``contrast_options`` for
+    :func:`~regnet.intensity.random_contrast`) and flips/permutations."""
     images, targets, weights = [], [], []
     for k, centre in enumerate(centres):
         p = pairs[which[k]]
         box, pad = crop_box(centre, p.fixed.shape, size)
         two = np.stack([p.moving[box], p.fixed[box]])
         if contrast is not None:
-            two = np.stack([random_contrast([two[ch]], np.random.default_rng(contrast[k, ch]))[0]
-                            for ch in range(2)])
+            two = np.stack([random_contrast([two[ch]], np.random.default_rng(contrast[k, ch]),
+                                            **(contrast_options or {}))[0] for ch in range(2)])
         field = np.moveaxis(p.dvf_mm[box], -1, 0)
         weight = np.ones((1,) + two.shape[1:], np.float32)
         if any(sum(w) for w in pad):
@@ -102,4 +103,5 @@ class CropStream(PatchStream):
         self.crop = crop
 
     def cut(self, loaded, which, centres, labels, flips, perms, contrast) -> CropBatch:
-        return cut_crops(loaded, which, centres, labels, self.crop, flips, perms, contrast)
+        return cut_crops(loaded, which, centres, labels, self.crop, flips, perms, contrast,
+                         self.augment_intensity)

@@ -163,11 +163,12 @@ def augment(full: np.ndarray, low: np.ndarray | None, target: np.ndarray,
 
 def cut_batch(pair_list: list[LoadedPair], which: np.ndarray, centres: np.ndarray,
               labels: np.ndarray, config: SamplingConfig, flips: np.ndarray | None = None,
-              perms: np.ndarray | None = None, contrast: np.ndarray | None = None
-              ) -> PatchBatch:
+              perms: np.ndarray | None = None, contrast: np.ndarray | None = None,
+              contrast_options: dict | None = None) -> PatchBatch:
     """Cut the patches of centres ``centres[i]`` in pair ``which[i]``; optionally augment
     them with axis flips and permutations (:func:`augment`) and, with ``contrast`` (a
-    ``(N, 2)`` array of seeds), a random contrast per image (:func:`random_contrast`)."""
+    ``(N, 2)`` array of seeds), a random contrast per image (:func:`random_contrast` with
+    ``contrast_options``)."""
     full, low, target = [], [], []
     for k in range(len(centres)):
         p = pair_list[which[k]]
@@ -178,7 +179,8 @@ def cut_batch(pair_list: list[LoadedPair], which: np.ndarray, centres: np.ndarra
         if contrast is not None:
             for ch in range(2):
                 parts = [full[-1][0, ch]] + ([low[-1][0, ch]] if low else [])
-                mapped = random_contrast(parts, np.random.default_rng(contrast[k, ch]))
+                mapped = random_contrast(parts, np.random.default_rng(contrast[k, ch]),
+                                         strides=[1, 2][:len(parts)], **(contrast_options or {}))
                 full[-1][0, ch] = mapped[0]
                 if low:
                     low[-1][0, ch] = mapped[1]
@@ -202,17 +204,18 @@ class PatchStream(IterableDataset):
 
     def __init__(self, pairs: list[PairRecord], config: SamplingConfig, batch_size: int,
                  seed: int = 0, start_step: int = 0, rank: int = 0, augment_flips=False,
-                 augment_permute=False, augment_intensity=False):
+                 augment_permute=False, augment_intensity: dict | None = None):
         self.pairs, self.config, self.batch_size = pairs, config, batch_size
         self.seed, self.start_step, self.rank = seed, start_step, rank
         self.augment_flips, self.augment_permute = augment_flips, augment_permute
-        self.augment_intensity = augment_intensity
+        self.augment_intensity = augment_intensity  # random_contrast's options, None: off
         self.per_chunk = min(config.numberOfImagesPerChunk, len(pairs))
         self.chunks_per_epoch = -(-len(pairs) // self.per_chunk)
         self.batches_per_chunk = max(1, self.per_chunk * config.samplesPerImage // batch_size)
 
     def cut(self, loaded, which, centres, labels, flips, perms, contrast) -> PatchBatch:
-        return cut_batch(loaded, which, centres, labels, self.config, flips, perms, contrast)
+        return cut_batch(loaded, which, centres, labels, self.config, flips, perms, contrast,
+                         self.augment_intensity)
 
     def chunk_pairs(self, g: int) -> list[PairRecord]:
         epoch, j = divmod(g, self.chunks_per_epoch)
@@ -243,7 +246,8 @@ class PatchStream(IterableDataset):
         flips = rng.random((total, ndim)) < 0.5 if self.augment_flips else None
         perms = (np.argsort(rng.random((total, ndim)), axis=1) if self.augment_permute
                  else None)
-        contrast = rng.integers(2**62, size=(total, 2)) if self.augment_intensity else None
+        contrast = (rng.integers(2**62, size=(total, 2)) if self.augment_intensity is not None
+                    else None)
         return (loaded, which_a[order], centres_a[order], labels_a[order], flips, perms,
                 contrast)
 

@@ -293,7 +293,7 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
         return result
 
     stream_args = (train_pairs, sampling, tcfg.batch_size, seed, start, rank,
-                   tcfg.augment_flips, tcfg.augment_permute, tcfg.augment_intensity)
+                   tcfg.augment_flips, tcfg.augment_permute, tcfg.intensity_augmentation())
     stream = (CropStream(*stream_args, crop=config.network.crop) if dense
               else PatchStream(*stream_args))
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=tcfg.num_workers,
