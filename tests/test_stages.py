@@ -65,3 +65,35 @@ def test_shipped_multistage_model_follows_25mm_breathing():
     assert error < identity / 2.5
     assert multi.summary["jac_nonpositive_fraction"] < 1e-4
     assert [s["spacing_mm"] for s in multi.summary["stages"]] == [8.0, 4.0, 2.0]
+
+
+def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
+    """``chain='auto'`` runs the finest stage alone and the whole chain, and keeps the field
+    whose warped moving image matches the fixed image better: here a 4 mm shift along x is
+    the truth; the candidate that finds it wins, whichever of the two it is."""
+    from regnet.inference import stages
+
+    rng = np.random.default_rng(0)
+    array = gaussian_blob_texture(rng)
+    moving = sitk.GetImageFromArray(array)
+    moving.SetSpacing((2.0, 2.0, 2.0))
+    shift = np.zeros(array.shape + (3,), np.float32)
+    shift[..., 0] = 4.0
+    fixed = warp_image(moving, shift, moving)
+    model = load_model("ct_multistage")
+    for right in ("alone", "full"):
+        def fake_plan(plan, *args, right=right):
+            found = (len(plan) == 1) == (right == "alone")
+            return (shift if found else np.zeros_like(shift)), moving, [len(plan)]
+
+        monkeypatch.setattr(stages, "_run_plan", fake_plan)
+        u, _, reports = stages.run_stages(fixed, moving, model, "cpu", chain="auto")
+        assert np.array_equal(u, shift) and reports == [1 if right == "alone" else 3]
+        _, _, reports = stages.run_stages(fixed, moving, model, "cpu", chain="always")
+        assert reports == [3]
+
+
+def gaussian_blob_texture(rng) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return (1000 * gaussian_filter(rng.normal(size=(20, 24, 28)), 2.0)).astype(np.float32)

@@ -64,7 +64,7 @@ def _register(args) -> int:
     options = {"report": not args.no_report, "dvf_format": args.dvf_format,
                "series": args.series, "max_memory_gb": args.max_memory_gb,
                "stages": args.stages, "prealign_kind": args.prealign, "guard": not args.no_guard,
-               "smooth_vox": args.smooth}
+               "smooth_vox": args.smooth, "chain": args.chain}
     if args.pairs:
         if args.fixed or args.moving or args.fixed_mask:
             raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask; give one or the "
@@ -189,8 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "model grid (default 2: no folding; 0: the seed's raw output)")
     p.add_argument("--no-guard", action="store_true",
                    help="keep stages that lower the images' similarity (NCC)")
+    p.add_argument("--chain", default="auto", choices=["auto", "always"],
+                   help="multi-stage models: auto runs the coarse stages only where the finest "
+                        "stage alone reaches its range, keeping the better by NCC; always runs "
+                        "every stage")
     p.add_argument("--model", help="model name or checkpoint path (default: the shipped "
-                   "model for the images' dimension: ct_lung_2mm in 3D, mr_brain_2d in 2D)")
+                   "model the images call for: CT or MR in 3D, chosen from their intensities "
+                   "and logged; the 2D model in 2D; see `regnet models`)")
     p.add_argument("--fixed-mask", help="report Jacobian statistics inside this mask")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

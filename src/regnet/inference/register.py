@@ -121,7 +121,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
              fixed_mask=None, tile: int = 40, phases: str = "one", series=None,
              max_memory_gb: float | None = None, stages=None, prealign_kind: str = "none",
              guard: bool = True, smooth_vox: float = SMOOTH_VOX,
-             unfold_field: bool = True) -> RegistrationResult:
+             unfold_field: bool = True, chain: str = "auto") -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` in one forward pass of the network per stage.
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
@@ -134,7 +134,10 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     ``smooth_vox``: Gaussian smoothing (sigma in voxels of each stage's grid) of the network's
     output, 0 for the seed's raw prediction (then nothing is smoothed, the composed field
     neither); ``unfold_field``: smooth a composed field, and the final field locally wherever
-    it still folds (False: the stages' composed field as it is).
+    it still folds (False: the stages' composed field as it is). ``chain``: ``auto`` runs a
+    multi-stage model's coarse stages only where its finest stage alone reaches its range, and
+    keeps the better of the two by NCC; ``always`` runs them all (:func:`regnet.inference.
+    stages.run_stages`).
     ``series``: DICOM series UIDs to pick in folders holding several. The summary's
     ``warnings`` list the trust signals of :mod:`regnet.evaluation.trust`.
     """
@@ -174,7 +177,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     transform = prealign(fixed_img, moving_img, prealign_kind)
     u_mm, grid, reports = run_stages(fixed_img, moving_img, loaded, dev, stages, background,
                                      guard, transform, tile, phases, smooth_vox,
-                                     unfold_field and smooth_vox > 0)
+                                     unfold_field and smooth_vox > 0, chain)
     t_net = time.perf_counter() - t1
     dvf_mm = u_mm if same_grid(grid, fixed_img) else resample_dvf(u_mm, grid, fixed_img)
     if transform is not None:
@@ -212,7 +215,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
                "fixed_size_xyz": list(fixed_img.GetSize()),
                "dvf_max_abs_mm": float(np.abs(dvf_mm).max()),
                "model_trained_range_mm": loaded.trained_range_mm, **stats,
-               "prealign": prealign_kind, "smooth_vox": smooth_vox,
+               "prealign": prealign_kind, "smooth_vox": smooth_vox, "chain": chain,
                "unfold": unfold_field and smooth_vox > 0,
                "stages": reports_as_dicts(reports),
                "trusted": not warnings, "warnings": warnings}

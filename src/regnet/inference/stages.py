@@ -42,6 +42,7 @@ from regnet.network.registry import DENSE
 log = logging.getLogger(__name__)
 PREALIGN = ("none", "rigid", "affine")
 COMPOSED_SMOOTH_VOX = 4.0  # Gaussian sigma (finest-stage voxels) on a composed field
+CHAINS = ("auto", "always")
 
 
 @dataclass
@@ -124,8 +125,8 @@ def stage_plan(loaded: LoadedModel, spacings_mm=None) -> list[tuple[float, Loade
 def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, device,
                spacings_mm=None, background: float = 0.0, guard: bool = True,
                global_transform: sitk.Transform | None = None, tile: int = 40,
-               phases: str = "one", smooth_vox: float = 0.0, unfold_field: bool = False
-               ) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
+               phases: str = "one", smooth_vox: float = 0.0, unfold_field: bool = False,
+               chain: str = "auto") -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
     """Run the stages coarse to fine (:func:`stage_plan`); return ``(u_mm, grid, reports)``
     with ``u`` the field found after the global transform, on the finest stage's grid (grid
     frame, mm). ``smooth_vox``: Gaussian sigma (voxels of each stage's grid) applied to every
@@ -133,10 +134,44 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     ``unfold_field``: where several stages were kept, smooth their composed field
     (``COMPOSED_SMOOTH_VOX``: on the held-out chest CT's seed low field, folding 1.5% of body
     voxels -> 0% and the error 2.14 -> 2.03 mm), then smooth it locally wherever it still
-    folds (:func:`regnet.geometry.jacobian.unfold`)."""
+    folds (:func:`regnet.geometry.jacobian.unfold`).
+
+    ``chain``: ``always`` runs every stage. ``auto`` (for a multi-stage model's own stages)
+    also runs the finest stage alone and keeps whichever result has the higher NCC on the
+    finest grid (both logged): coarse stages help large motion but cost accuracy on small
+    motion (the demo's 6.2 mm field: 0.41 mm alone, 1.60 mm through the chain), and the size
+    of the finest stage's own prediction does not tell the two apart (a 6.2 mm and a 25 mm
+    field both gave a 99.9th percentile near 6 mm)."""
+    if chain not in CHAINS:
+        raise UsageError(f"--chain {chain!r}: choose one of {CHAINS}")
+    plan = stage_plan(loaded, spacings_mm)
+    args = (fixed, moving, device, background, guard, global_transform, tile, phases,
+            smooth_vox, unfold_field)
+    if chain == "always" or len(plan) == 1 or spacings_mm is not None:
+        return _run_plan(plan, *args)
+    alone, full = _run_plan(plan[-1:], *args), _run_plan(plan, *args)
+    norm = plan[-1][1].config.sampling.normalization
+    scores = [_final_ncc(fixed, moving, u, grid, background, global_transform, norm)
+              for u, grid, _ in (alone, full)]
+    log.info("NCC %.4f with the finest stage alone, %.4f through all stages: keeping %s",
+             *scores, "all stages" if scores[1] > scores[0] else "the finest stage alone")
+    return full if scores[1] > scores[0] else alone
+
+
+def _final_ncc(fixed, moving, u, grid, background, global_transform, norm) -> float:
+    seen = u if global_transform is None else compose_affine(*affine_parts(global_transform),
+                                                             u, grid)
+    fixed_arr = normalize(sitk.GetArrayFromImage(resample_isotropic(fixed, grid.GetSpacing()[0])),
+                          norm)
+    return ncc(fixed_arr, normalize(sitk.GetArrayFromImage(
+        warp_image(moving, seen, grid, default=background)), norm))
+
+
+def _run_plan(plan, fixed, moving, device, background, guard, global_transform, tile, phases,
+              smooth_vox, unfold_field) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
     affine = affine_parts(global_transform) if global_transform is not None else None
     u, grid, reports = None, None, []
-    for spacing, model in stage_plan(loaded, spacings_mm):
+    for spacing, model in plan:
         s, name = model.config.sampling, model.config.network.name
         norm = s.normalization
         fixed_s = resample_isotropic(fixed, spacing)
