@@ -35,8 +35,8 @@ def test_chain_recovers_25mm_breathing_plus_15mm_translation():
     shipped model cannot follow it; rigid pre-alignment and stages at 8, 4, 2 mm can."""
     fixed, moving, truth, lungs = phantom_pair(25.0, (0.0, 9.0, 12.0))
     identity = np.linalg.norm(truth, axis=-1)[lungs].mean()
-    result = register(fixed, moving, model=load_model(None), device="cpu", stages=(8, 4, 2),
-                      prealign_kind="rigid")
+    result = register(fixed, moving, model=load_model("ct_lung_2mm"), device="cpu",
+                      stages=(8, 4, 2), prealign_kind="rigid")
     error = np.linalg.norm(result.dvf_mm - truth, axis=-1)[lungs].mean()
     assert identity > 20.0
     assert error < 1.5, (error, result.summary["stages"])
@@ -47,7 +47,7 @@ def test_guard_drops_a_stage_that_makes_things_worse():
     """Identical images: any non-zero prediction lowers the NCC, so stages must be dropped
     unless they predict (almost) nothing; the result is never worse than identity."""
     fixed, moving, truth, lungs = phantom_pair(0.0)
-    result = register(moving, moving, model=load_model(None), device="cpu", stages=(8, 4))
+    result = register(moving, moving, model=load_model("ct_lung_2mm"), device="cpu", stages=(8, 4))
     for stage in result.summary["stages"]:
         assert stage["ncc_after"] > stage["ncc_before"] or not stage["kept"]
     assert np.abs(result.dvf_mm).max() < 2.0
