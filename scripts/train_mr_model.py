@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from regnet.config import load_config
 from regnet.inference.models import INDEX, MODELS_DIR, pack_stages
 from regnet.synthesis.generate import generate
-from regnet.training.checkpoint import load_checkpoint, sha256
+from regnet.training.checkpoint import STAGE_KEYS, load_checkpoint, save_checkpoint, sha256
 from regnet.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +47,10 @@ def best_identity(run: Path) -> float:
 
 
 def ship(best: Path, validation: str) -> None:
-    """Copy the best checkpoint in as ``mr_2mm``, pack ``mr_multistage`` and index both."""
-    shutil.copyfile(best, MODELS_DIR / "mr_2mm.pt")
+    """Ship the best checkpoint's weights and config as ``mr_2mm``, pack ``mr_multistage`` and
+    index both."""
+    state = load_checkpoint(best)
+    save_checkpoint(MODELS_DIR / "mr_2mm.pt", {k: state[k] for k in STAGE_KEYS if k in state})
     index = json.loads(INDEX.read_text())
     index["models"]["mr_2mm"] = {
         "file": "mr_2mm.pt", "sha256": sha256(MODELS_DIR / "mr_2mm.pt"), "modality": "MR",
