@@ -190,9 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-guard", action="store_true",
                    help="keep stages that lower the images' similarity (NCC)")
     p.add_argument("--chain", default="auto", choices=["auto", "always"],
-                   help="multi-stage models: auto runs the coarse stages only where the finest "
-                        "stage alone reaches its range, keeping the better by NCC; always runs "
-                        "every stage")
+                   help="multi-stage models: auto runs the chain and its finest stage alone "
+                        "and keeps the result with the higher NCC; always runs the chain only")
     p.add_argument("--model", help="model name or checkpoint path (default: the shipped "
                    "model the images call for: CT or MR in 3D, chosen from their intensities "
                    "and logged; the 2D model in 2D; see `regnet models`)")
