@@ -25,6 +25,8 @@ import json
 import logging
 from pathlib import Path
 
+from train_multistage import best_identity  # scripts/ is on the path when run as a script
+
 from regnet.config import load_config
 from regnet.inference.models import INDEX, MODELS_DIR, pack_stages
 from regnet.synthesis.generate import generate
@@ -35,15 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "default_mr.yaml"
 TRAINING = ["fnndsc_adi_memprage_t1_head", "fnndsc_adi_t2fse_head", "niivue_otsu_t1_head",
             "niivue_flair_brain_skullstripped"]  # the last validates (val_cases in the config)
-
-
-def best_identity(run: Path) -> float:
-    """The identity's validation EPE (mm) logged by the run (TensorBoard scalars)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return events.Scalars("val/epe_identity")[-1].value
 
 
 def ship(best: Path, validation: str) -> None:
