@@ -1,21 +1,28 @@
-"""Train and ship the MR model (configs/default_mr.yaml) with one command.
+"""Train and ship the MR models (configs/default_mr.yaml, configs/mr_refine.yaml) with one
+command.
 
     python scripts/train_mr_model.py [--data ../shared/data] [--work /tmp/regnet-mr]
-        [--minutes 75] [--steps 1200] [--workers 2] [--device auto] [--ship-only]
+        [--minutes 75] [--steps 1200] [--refine-minutes 60] [--workers 2] [--device auto]
+        [--ship-only]
 
-The seed's network at 2 mm, fine-tuned from the shipped CT model ``ct_lung_2mm`` with the
-per-image robust normalisation and random contrast curves, on artificial pairs (the seed's three
-kinds, eight Dsmooth variants each) made from the MR heads of ``mr-various`` that span at
-least 2 * Border voxels at 2 mm. Split by subject:
+1. ``mr_2mm``: the seed's network at 2 mm, fine-tuned from the shipped CT model
+   ``ct_lung_2mm`` with the per-image robust normalisation and random contrast curves, on
+   artificial pairs (the seed's three kinds, eight Dsmooth variants each) made from the MR heads
+   of ``mr-various`` that span at least 2 * Border voxels at 2 mm.
+2. The refinement stage: ``mr_2mm`` run at 8, 4 and 2 mm registers the pairs of Dsmooth 0, 2, 4
+   and 6 (``regnet residuals``); ``mr_2mm`` is fine-tuned on what it leaves plus the original
+   pairs, with displacement classes of 0.75 / 1.5 / 3 mm.
+3. ``mr_multistage``: ``mr_2mm`` at 8, 4 and 2 mm, then the refinement stage at 2 mm.
+
+Split by subject:
 
 * validation: ``niivue_flair_brain_skullstripped``;
 * held out entirely: ``niivue_chris_t1_head`` (benchmarks/modalities.py deforms it), the whole
   of ``brain-mr`` (the MNI152 -> Colin27 check) and ``liver-mr-4d`` (evaluation only);
 * too small at 2 mm (fewer than 33 voxels along z): the prostate and the abdomen MR.
 
-Ships ``src/regnet/models/mr_2mm.pt`` and ``mr_multistage.pt`` (``mr_2mm`` run at 8, 4 and
-2 mm), and makes ``mr_multistage`` the default for MR images (``default_mr`` in models.json).
-Every step resumes.
+Ships ``src/regnet/models/mr_2mm.pt`` and ``mr_multistage.pt``, and makes ``mr_multistage`` the
+default for MR images (``default_mr`` in models.json). Every step resumes.
 """
 
 from __future__ import annotations
@@ -30,18 +37,20 @@ from train_multistage import best_identity  # scripts/ is on the path when run a
 from regnet.config import load_config
 from regnet.inference.models import INDEX, MODELS_DIR, pack_stages
 from regnet.synthesis.generate import generate
+from regnet.synthesis.residuals import make_residuals
 from regnet.training.checkpoint import STAGE_KEYS, load_checkpoint, save_checkpoint, sha256
 from regnet.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "default_mr.yaml"
+REFINE = ROOT / "configs" / "mr_refine.yaml"
+CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm"]
 TRAINING = ["fnndsc_adi_memprage_t1_head", "fnndsc_adi_t2fse_head", "niivue_otsu_t1_head",
             "niivue_flair_brain_skullstripped"]  # the last validates (val_cases in the config)
 
 
-def ship(best: Path, validation: str) -> None:
-    """Ship the best checkpoint's weights and config as ``mr_2mm``, pack ``mr_multistage`` and
-    index both."""
+def ship_2mm(best: Path, validation: str) -> None:
+    """Ship the best checkpoint's weights and config as ``mr_2mm`` and index it."""
     state = load_checkpoint(best)
     save_checkpoint(MODELS_DIR / "mr_2mm.pt", {k: state[k] for k in STAGE_KEYS if k in state})
     index = json.loads(INDEX.read_text())
@@ -50,11 +59,17 @@ def ship(best: Path, validation: str) -> None:
         "anatomy": "head (T1, T2, FLAIR)", "spacing": "2 mm, one stage",
         "validation": validation}
     INDEX.write_text(json.dumps(index, indent=1) + "\n")  # pack_stages resolves mr_2mm
-    target = pack_stages(["mr_2mm@8", "mr_2mm@4", "mr_2mm"], MODELS_DIR / "mr_multistage.pt")
+
+
+def ship_multistage(refine: Path) -> None:
+    """Pack ``mr_multistage`` (the chain, then the refinement stage), index it as the MR
+    default."""
+    target = pack_stages([*CHAIN, refine], MODELS_DIR / "mr_multistage.pt")
+    index = json.loads(INDEX.read_text())
     index["models"]["mr_multistage"] = {
         "file": target.name, "sha256": sha256(target), "modality": "MR",
         "anatomy": "head (T1, T2, FLAIR); any uncalibrated intensities",
-        "spacing": "stages 8, 4, 2 mm (mr_2mm)",
+        "spacing": "stages 8, 4, 2 mm (mr_2mm), then a 2 mm refinement stage",
         "validation": "see MODEL_CARD_MR.md (held-out head MR, liver MR, MNI152 -> Colin27)"}
     index["default_mr"] = "mr_multistage"
     INDEX.write_text(json.dumps(index, indent=1) + "\n")
@@ -66,15 +81,16 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/regnet-mr")
     parser.add_argument("--minutes", type=float, default=75.0)
     parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--refine-minutes", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--ship-only", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.work)
-    config = load_config(CONFIG)
-    run = work / "run"
+    run, refine = work / "run", work / "refine"
     if not args.ship_only:
+        config = load_config(CONFIG)
         scans = [str(Path(args.data) / "mr-various" / f"{name}.nii.gz") for name in TRAINING]
         generate(scans, work / "pairs", config, seed=0, workers=args.workers)
         summary = train([work / "pairs"], run, config, steps=args.steps,
@@ -82,8 +98,17 @@ def main() -> None:
                         max_minutes=args.minutes, init="ct_lung_2mm")
         logging.info("best validation EPE %.2f mm", summary["best_val_epe_mm"])
     best = load_checkpoint(run / "best.pt")
-    ship(run / "best.pt", f"patch EPE {best['best']:.2f} mm vs identity "
-         f"{best_identity(run):.2f} (held-out subject's FLAIR, motion < 8 mm)")
+    ship_2mm(run / "best.pt", f"patch EPE {best['best']:.2f} mm vs identity "
+             f"{best_identity(run):.2f} (held-out subject's FLAIR, motion < 8 mm)")
+    if not args.ship_only:
+        chain = pack_stages(CHAIN, work / "chain.pt")
+        make_residuals(work / "pairs", chain, work / "residuals", device=args.device,
+                       dsmooth=[0, 2, 4, 6])
+        summary = train([work / "residuals", work / "pairs"], refine, load_config(REFINE),
+                        resume=(refine / "last.pt").exists(), device=args.device,
+                        max_minutes=args.refine_minutes, init=run / "best.pt")
+        logging.info("refinement stage: best validation EPE %.2f mm", summary["best_val_epe_mm"])
+    ship_multistage(refine / "best.pt")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The dense network (U-Net), its training crops, multi-stage configs and model files."""
 
+import csv
 import dataclasses
 
 import numpy as np
@@ -171,6 +172,10 @@ def test_multistage_model_file_round_trip_and_plan(tmp_path):
     twice = load_model(tmp_path / "at.pt", dim=2)
     assert [(s, m.spacing_mm) for s, m in stage_plan(twice)] == [(8.0, 2.0), (2.0, 2.0)]
     assert main(["models", "--pack", f"{fine}@x", "--out", str(tmp_path / "x.pt")]) == 2
+    # a refinement stage may repeat the finest spacing; --stages picks every stage there
+    refined = load_model(save_multistage(tmp_path / "r.pt", [coarse, fine, fine]), dim=2)
+    assert [s for s, _ in stage_plan(refined)] == [4.0, 2.0, 2.0]
+    assert [s for s, _ in stage_plan(refined, [2.0])] == [2.0, 2.0]
 
 
 def test_models_lists_the_shipped_models(capsys):
@@ -214,6 +219,20 @@ def test_residuals_command_writes_trainable_pairs(dataset_2d, trained_2d, tmp_pa
     mtimes = sorted(p.stat().st_mtime for p in out.rglob("dvf.mha"))
     assert main(args) == 0
     assert sorted(p.stat().st_mtime for p in out.rglob("dvf.mha")) == mtimes
+    # --dsmooth keeps the pairs of the named Dsmooth variants only
+    with open(dataset_2d / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for k, row in enumerate(rows):  # a manifest whose pairs alternate Dsmooth 0 and 1
+        row.update({key: str(dataset_2d / row[key]) for key in ("fixed", "moving", "dvf")},
+                   dsmooth=str(k % 2))
+    (tmp_path / "mixed").mkdir()
+    with open(tmp_path / "mixed" / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["residuals", "--data", str(tmp_path / "mixed"), "--model", str(run / "best.pt"),
+                 "--out", str(tmp_path / "some"), "--device", "cpu", "--dsmooth", "1"]) == 0
+    assert len(read_manifests([tmp_path / "some"])) == len(rows) // 2
 
 
 def test_init_loads_weights_and_refuses_another_network(tmp_path):

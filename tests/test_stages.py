@@ -1,5 +1,7 @@
 """Coarse-to-fine stages with pre-alignment and the guard, on the demo's CT-like phantom."""
 
+import dataclasses
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -91,6 +93,12 @@ def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
         assert np.array_equal(u, shift) and reports == [1 if right == "alone" else 3]
         _, _, reports = stages.run_stages(fixed, moving, model, "cpu", chain="always")
         assert reports == [3]
+    # a refinement stage at the finest spacing runs with the finest stage in the "alone" plan
+    refined = dataclasses.replace(model, stages=model.stages + model.stages[-1:])
+    monkeypatch.setattr(stages, "_run_plan", lambda plan, *args: (
+        shift if len(plan) == 2 else np.zeros_like(shift), moving, [s for s, _ in plan]))
+    u, _, reports = stages.run_stages(fixed, moving, refined, "cpu", chain="auto")
+    assert np.array_equal(u, shift) and reports == [2.0, 2.0]
 
 
 def gaussian_blob_texture(rng) -> np.ndarray:

@@ -38,7 +38,8 @@ def _generate(args) -> int:
 def _residuals(args) -> int:
     from regnet.synthesis.residuals import make_residuals
 
-    count = make_residuals(args.data, args.model, args.out, device=args.device)
+    count = make_residuals(args.data, args.model, args.out, device=args.device,
+                           dsmooth=args.dsmooth)
     print(f"residuals: {count} pairs in {args.out}/manifest.csv")
     return 0
 
@@ -190,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-guard", action="store_true",
                    help="keep stages that lower the images' similarity (NCC)")
     p.add_argument("--chain", default="auto", choices=["auto", "always"],
-                   help="multi-stage models: auto runs the chain and its finest stage alone "
-                        "and keeps the result with the higher NCC; always runs the chain only")
+                   help="multi-stage models: auto runs the chain and its finest stage(s) "
+                        "alone and keeps the result with the higher NCC; always: the chain only")
     p.add_argument("--model", help="model name or checkpoint path (default: the shipped "
                    "model the images call for: CT or MR in 3D, chosen from their intensities "
                    "and logged; the 2D model in 2D; see `regnet models`)")
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "multi-stage model")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default="auto")
+    p.add_argument("--dsmooth", type=int, nargs="+", metavar="K",
+                   help="only the pairs of these Dsmooth variants (default: all)")
     p.set_defaults(func=_residuals)
 
     p = sub.add_parser("models", help="list the shipped models, or pack stages into one "

@@ -135,7 +135,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     output, 0 for the seed's raw prediction (then nothing is smoothed, the composed field
     neither); ``unfold_field``: smooth a composed field, and the final field locally wherever
     it still folds (False: the stages' composed field as it is). ``chain``: ``auto`` runs a
-    multi-stage model's whole chain and its finest stage alone and keeps the better of the two
+    multi-stage model's whole chain and its finest stage(s) alone and keeps the better of the two
     by NCC; ``always`` runs the chain only (:func:`regnet.inference.
     stages.run_stages`).
     ``series``: DICOM series UIDs to pick in folders holding several. The summary's

@@ -47,9 +47,10 @@ def residual_field(u_mm: np.ndarray, u_prev_mm: np.ndarray, spacing_mm_xyz,
     return r.astype(np.float32)
 
 
-def make_residuals(data, model, out, device="cpu") -> int:
-    """Residual pairs of every pair in ``data``'s manifest after ``model``'s stages; returns
-    the number of pairs in ``out/manifest.csv``."""
+def make_residuals(data, model, out, device="cpu", dsmooth=None) -> int:
+    """Residual pairs of every pair in ``data``'s manifest (or of those whose Dsmooth variant
+    is in ``dsmooth``) after ``model``'s stages; returns the number of pairs in
+    ``out/manifest.csv``."""
     from regnet.inference.models import load_model
     from regnet.inference.register import SMOOTH_VOX
     from regnet.inference.stages import run_stages
@@ -60,7 +61,8 @@ def make_residuals(data, model, out, device="cpu") -> int:
     for stage_model in loaded.stages or [loaded]:
         stage_model.network.to(device)
     with open(data / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [row for row in csv.DictReader(f)
+                if dsmooth is None or int(row["dsmooth"]) in set(dsmooth)]
     done = []
     for row in tqdm(rows, desc="residuals", unit="pair"):
         folder = out / Path(row["dvf"]).parent

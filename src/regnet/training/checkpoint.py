@@ -90,9 +90,9 @@ def save_multistage(path: str | Path, checkpoints, run_spacings_mm=None,
             stage["run_spacing_mm"] = float(run_spacing)
         stages.append(stage)
     spacings = [stage_spacing(p) for p in stages]
-    if spacings != sorted(spacings, reverse=True) or len(set(spacings)) < len(spacings):
-        raise RegNetError(f"stages must be given coarse to fine, each at its own spacing; "
-                          f"their spacings are {spacings} mm")
+    if spacings != sorted(spacings, reverse=True):
+        raise RegNetError(f"stages must be given coarse to fine (a refinement stage may repeat "
+                          f"a spacing); their spacings are {spacings} mm")
     return save_checkpoint(path, {"stages": stages})
 
 
