@@ -40,16 +40,37 @@ def unfold(dvf_mm: np.ndarray, spacing_mm_xyz, floor: float = 0.1, sigma_vox: fl
 
     While some voxel's determinant is ``<= floor``, the field within 3 voxels of every such
     voxel is replaced by its Gaussian-smoothed value (``sigma_vox`` voxels); elsewhere it is
-    left as it is. Returns the field (float32, same shape) and the number of passes made
-    (0: nothing folded)."""
-    from scipy.ndimage import binary_dilation, gaussian_filter
+    left as it is. The smoothing and the determinant are recomputed only in a box around each
+    connected patch of such voxels, one kernel radius wide, so that the few folds of a large
+    field cost little (the result equals smoothing the whole field). Returns the field
+    (float32, same shape) and the number of passes made (0: nothing folded)."""
+    from scipy.ndimage import binary_dilation, find_objects, gaussian_filter, label
 
     u = np.array(dvf_mm, dtype=np.float32)
+    det = jacobian_determinant(u, spacing_mm_xyz)
+    radius = int(4.0 * sigma_vox + 0.5) + 1  # gaussian_filter's kernel reach (truncate 4) + 1
     for k in range(iterations):
-        bad = jacobian_determinant(u, spacing_mm_xyz) <= floor
+        bad = det <= floor
         if not bad.any():
             return u, k
-        region = binary_dilation(bad, iterations=3)
-        for c in range(u.shape[-1]):
-            u[..., c][region] = gaussian_filter(u[..., c], sigma_vox, mode="nearest")[region]
+        labels, _ = label(binary_dilation(bad, iterations=3))
+        boxes = [grow(box, radius, labels.shape) for box in find_objects(labels)]
+        if sum(np.prod([b.stop - b.start for b in box]) for box in boxes) > labels.size:
+            boxes, labels = [tuple(slice(0, n) for n in labels.shape)], labels > 0
+        source = u.copy()
+        for index, box in enumerate(boxes, start=1):
+            inside = labels[box] == index if labels.dtype != bool else labels
+            for c in range(u.shape[-1]):
+                u[box][..., c][inside] = gaussian_filter(source[box][..., c], sigma_vox,
+                                                         mode="nearest")[inside]
+        for box in boxes:  # one-sided differences at a box's faces: keep its interior only
+            inner = tuple(slice(0 if b.start == 0 else 1, None if b.stop == n else -1)
+                          for b, n in zip(box, labels.shape, strict=True))
+            det[box][inner] = jacobian_determinant(u[box], spacing_mm_xyz)[inner]
     return u, iterations
+
+
+def grow(box: tuple, margin: int, shape) -> tuple:
+    """The slices ``box`` widened by ``margin`` on every side, clipped to ``shape``."""
+    return tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n))
+                 for b, n in zip(box, shape, strict=True))
