@@ -42,17 +42,20 @@ def unfold(dvf_mm: np.ndarray, spacing_mm_xyz, floor: float = 0.1, sigma_vox: fl
     voxel is replaced by its Gaussian-smoothed value (``sigma_vox`` voxels); elsewhere it is
     left as it is. The smoothing and the determinant are recomputed only in a box around each
     connected patch of such voxels, one kernel radius wide, so that the few folds of a large
-    field cost little (the result equals smoothing the whole field). Returns the field
-    (float32, same shape) and the number of passes made (0: nothing folded)."""
+    field cost little (the result equals smoothing the whole field). Stops early once a pass
+    leaves as many such voxels as before. Returns the field (float32, same shape) and the
+    number of passes made (0: nothing folded)."""
     from scipy.ndimage import binary_dilation, find_objects, gaussian_filter, label
 
     u = np.array(dvf_mm, dtype=np.float32)
     det = jacobian_determinant(u, spacing_mm_xyz)
     radius = int(4.0 * sigma_vox + 0.5) + 1  # gaussian_filter's kernel reach (truncate 4) + 1
+    left = det.size + 1
     for k in range(iterations):
         bad = det <= floor
-        if not bad.any():
+        if not bad.any() or bad.sum() >= left:  # done, or a pass that mended nothing
             return u, k
+        left = bad.sum()
         labels, _ = label(binary_dilation(bad, iterations=3))
         boxes = [grow(box, radius, labels.shape) for box in find_objects(labels)]
         if sum(np.prod([b.stop - b.start for b in box]) for box in boxes) > labels.size:
