@@ -52,17 +52,18 @@ def unfold(dvf_mm: np.ndarray, spacing_mm_xyz, floor: float = 0.1, sigma_vox: fl
     radius = int(4.0 * sigma_vox + 0.5) + 1  # gaussian_filter's kernel reach (truncate 4) + 1
     left = det.size + 1
     for k in range(iterations):
-        bad = det <= floor
-        if not bad.any() or bad.sum() >= left:  # done, or a pass that mended nothing
+        count = int((det <= floor).sum())
+        if count == 0 or count >= left:  # done, or a pass that mended nothing
             return u, k
-        left = bad.sum()
-        labels, _ = label(binary_dilation(bad, iterations=3))
+        left = count
+        labels, _ = label(binary_dilation(det <= floor, iterations=3))
         boxes = [grow(box, radius, labels.shape) for box in find_objects(labels)]
         if sum(np.prod([b.stop - b.start for b in box]) for box in boxes) > labels.size:
-            boxes, labels = [tuple(slice(0, n) for n in labels.shape)], labels > 0
+            boxes = [tuple(slice(0, n) for n in labels.shape)]  # one box, one label: all
+            labels = (labels > 0).astype(labels.dtype)
         source = u.copy()
         for index, box in enumerate(boxes, start=1):
-            inside = labels[box] == index if labels.dtype != bool else labels
+            inside = labels[box] == index
             for c in range(u.shape[-1]):
                 u[box][..., c][inside] = gaussian_filter(source[box][..., c], sigma_vox,
                                                          mode="nearest")[inside]

@@ -114,11 +114,12 @@ def stage_plan(loaded: LoadedModel, spacings_mm=None) -> list[tuple[float, Loade
         own = [(m.stage_spacing_mm, m) for m in loaded.stages]
         if spacings_mm is None:
             return own
-        unknown = sorted(set(spacings_mm) - {s for s, _ in own})
-        if unknown:
-            raise UsageError(f"--stages {unknown}: the multi-stage model {loaded.source} has "
-                             f"stages at {sorted({s for s, _ in own}, reverse=True)} mm only")
-        return [(s, m) for s, m in own if s in set(spacings_mm)]
+        wanted, present = set(spacings_mm), {s for s, _ in own}
+        if wanted - present:
+            raise UsageError(f"--stages {sorted(wanted - present)}: the multi-stage model "
+                             f"{loaded.source} has stages at {sorted(present, reverse=True)} mm "
+                             "only")
+        return [(s, m) for s, m in own if s in wanted]
     return [(s, loaded) for s in sorted(spacings_mm or [loaded.spacing_mm], reverse=True)]
 
 

@@ -60,9 +60,9 @@ def make_residuals(data, model, out, device="cpu", dsmooth=None) -> int:
     device = pick_device(device) if isinstance(device, str) else device
     for stage_model in loaded.stages or [loaded]:
         stage_model.network.to(device)
+    keep = None if dsmooth is None else set(dsmooth)
     with open(data / "manifest.csv", newline="") as f:
-        rows = [row for row in csv.DictReader(f)
-                if dsmooth is None or int(row["dsmooth"]) in set(dsmooth)]
+        rows = [row for row in csv.DictReader(f) if keep is None or int(row["dsmooth"]) in keep]
     done = []
     for row in tqdm(rows, desc="residuals", unit="pair"):
         folder = out / Path(row["dvf"]).parent
