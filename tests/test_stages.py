@@ -70,9 +70,10 @@ def test_shipped_multistage_model_follows_25mm_breathing():
 
 
 def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
-    """``chain='auto'`` runs the finest stage alone and the whole chain, and keeps the field
-    whose warped moving image matches the fixed image better: here a 4 mm shift along x is
-    the truth; the candidate that finds it wins, whichever of the two it is."""
+    """``chain='auto'`` runs the finest stage alone and after the coarser stages, and keeps the
+    field whose warped moving image matches the fixed image better: here a 4 mm shift along x
+    is the truth; the candidate that finds it wins, whichever of the two it is. A refinement
+    stage then runs once, on the field kept."""
     from regnet.inference import stages
 
     rng = np.random.default_rng(0)
@@ -82,23 +83,23 @@ def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
     shift = np.zeros(array.shape + (3,), np.float32)
     shift[..., 0] = 4.0
     fixed = warp_image(moving, shift, moving)
-    model = load_model("ct_multistage")
+    model = load_model("mr_multistage")  # 8, 4, 2 mm, then a 2 mm refinement stage
+    three = dataclasses.replace(model, stages=model.stages[:3])
     for right in ("alone", "full"):
-        def fake_plan(plan, *args, right=right):
+        def fake_plan(plan, *args, start=None, right=right):
+            if start is not None:  # a refinement stage: the field so far, its spacing logged
+                return start[0], start[1], start[2] + [s for s, _ in plan]
             found = (len(plan) == 1) == (right == "alone")
             return (shift if found else np.zeros_like(shift)), moving, [len(plan)]
 
         monkeypatch.setattr(stages, "_run_plan", fake_plan)
-        u, _, reports = stages.run_stages(fixed, moving, model, "cpu", chain="auto")
-        assert np.array_equal(u, shift) and reports == [1 if right == "alone" else 3]
+        monkeypatch.setattr(stages, "_finish", lambda *run: run[:3])
+        kept = [1] if right == "alone" else [3]
+        for chained, refinements in ((three, []), (model, [2.0])):
+            u, _, reports = stages.run_stages(fixed, moving, chained, "cpu", chain="auto")
+            assert np.array_equal(u, shift) and reports == kept + refinements
         _, _, reports = stages.run_stages(fixed, moving, model, "cpu", chain="always")
-        assert reports == [3]
-    # a refinement stage at the finest spacing runs with the finest stage in the "alone" plan
-    refined = dataclasses.replace(model, stages=model.stages + model.stages[-1:])
-    monkeypatch.setattr(stages, "_run_plan", lambda plan, *args: (
-        shift if len(plan) == 2 else np.zeros_like(shift), moving, [s for s, _ in plan]))
-    u, _, reports = stages.run_stages(fixed, moving, refined, "cpu", chain="auto")
-    assert np.array_equal(u, shift) and reports == [2.0, 2.0]
+        assert reports == [4]
 
 
 def gaussian_blob_texture(rng) -> np.ndarray:

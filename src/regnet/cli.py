@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-guard", action="store_true",
                    help="keep stages that lower the images' similarity (NCC)")
     p.add_argument("--chain", default="auto", choices=["auto", "always"],
-                   help="multi-stage models: auto runs the chain and its finest stage(s) "
-                        "alone and keeps the result with the higher NCC; always: the chain only")
+                   help="multi-stage models: auto runs the finest stage alone and after the "
+                        "coarser ones, keeps the result with the higher NCC, then refines it; "
+                        "always: the chain only")
     p.add_argument("--model", help="model name or checkpoint path (default: the shipped "
                    "model the images call for: CT or MR in 3D, chosen from their intensities "
                    "and logged; the 2D model in 2D; see `regnet models`)")

@@ -140,27 +140,32 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     three seed fields from 2.66 / 2.62 / 1.61 to 2.36 / 2.31 / 1.42 mm.
 
     ``chain``: ``always`` runs every stage. ``auto`` (for a multi-stage model's own stages)
-    also runs the stages at the finest spacing alone (the finest stage and any refinement
-    stage after it) and keeps whichever result has the higher NCC on the finest grid (both
-    logged): coarse stages help large motion but cost accuracy on small
-    motion (the demo's 6.2 mm field: 0.41 mm alone, 1.60 mm through the chain), and the size
-    of the finest stage's own prediction does not tell the two apart (a 6.2 mm and a 25 mm
-    field both gave a 99.9th percentile near 6 mm)."""
+    runs the first stage at the finest spacing both alone and after the coarser stages, keeps
+    whichever result has the higher NCC on the finest grid (both logged), and then runs any
+    refinement stage (a later stage at the finest spacing) once, on the field kept: coarse
+    stages help large motion but cost accuracy on small motion (the demo's 6.2 mm field:
+    0.41 mm alone, 1.60 mm through the chain), and the size of the finest stage's own
+    prediction does not tell the two apart (a 6.2 mm and a 25 mm field both gave a 99.9th
+    percentile near 6 mm)."""
     if chain not in CHAINS:
         raise UsageError(f"--chain {chain!r}: choose one of {CHAINS}")
     plan = stage_plan(loaded, spacings_mm)
     args = (fixed, moving, device, background, guard, global_transform, tile, phases,
-            smooth_vox, unfold_field)
-    finest = [step for step in plan if step[0] == plan[-1][0]]
-    if chain == "always" or len(finest) == len(plan) or spacings_mm is not None:
-        return _run_plan(plan, *args)
-    alone, full = _run_plan(finest, *args), _run_plan(plan, *args)
-    norm = plan[-1][1].config.sampling.normalization
-    scores = [_final_ncc(fixed, moving, u, grid, background, global_transform, norm)
-              for u, grid, _ in (alone, full)]
-    log.info("NCC %.4f with the finest stages alone, %.4f through all stages: keeping %s",
-             *scores, "all stages" if scores[1] > scores[0] else "the finest stages alone")
-    return full if scores[1] > scores[0] else alone
+            smooth_vox)
+    first = next(i for i, (spacing, _) in enumerate(plan) if spacing == plan[-1][0])
+    if chain == "always" or first == 0 or spacings_mm is not None:
+        u, grid, reports = _run_plan(plan, *args)
+    else:
+        alone, full = _run_plan(plan[first:first + 1], *args), _run_plan(plan[:first + 1], *args)
+        norm = plan[first][1].config.sampling.normalization
+        scores = [_final_ncc(fixed, moving, u, grid, background, global_transform, norm)
+                  for u, grid, _ in (alone, full)]
+        log.info("NCC %.4f with the finest stage alone, %.4f after the coarser stages: keeping "
+                 "%s", *scores, "the coarser stages" if scores[1] > scores[0] else "it alone")
+        u, grid, reports = full if scores[1] > scores[0] else alone
+        if first + 1 < len(plan):
+            u, grid, reports = _run_plan(plan[first + 1:], *args, start=(u, grid, reports))
+    return _finish(u, grid, reports, unfold_field)
 
 
 def _final_ncc(fixed, moving, u, grid, background, global_transform, norm) -> float:
@@ -173,9 +178,11 @@ def _final_ncc(fixed, moving, u, grid, background, global_transform, norm) -> fl
 
 
 def _run_plan(plan, fixed, moving, device, background, guard, global_transform, tile, phases,
-              smooth_vox, unfold_field) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
+              smooth_vox, start=None) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
+    """Run ``plan``'s stages from ``start`` (``(u, grid, reports)`` so far; default none)."""
     affine = affine_parts(global_transform) if global_transform is not None else None
-    u, grid, reports = None, None, []
+    u, grid, reports = start or (None, None, [])
+    reports = list(reports)
     for spacing, model in plan:
         s, name = model.config.sampling, model.config.network.name
         norm = s.normalization
@@ -208,6 +215,11 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
         reports.append(StageReport(float(spacing), bool(kept), round(before, 5),
                                    round(after, 5), round(largest, 3), tuple(grid.GetSize()),
                                    round(largest / scale, 3), model.trained_range_mm))
+    return u, grid, reports
+
+
+def _finish(u, grid, reports, unfold_field) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
+    """Log the stages kept; with ``unfold_field``, smooth and unfold the composed field."""
     log.info("stages kept: %s", [f"{r.spacing_mm:g} mm" for r in reports if r.kept] or "none")
     if unfold_field and sum(r.kept for r in reports) > 1:
         u = smooth_field(u, COMPOSED_SMOOTH_VOX)
