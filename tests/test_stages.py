@@ -55,18 +55,18 @@ def test_guard_drops_a_stage_that_makes_things_worse():
     assert np.abs(result.dvf_mm).max() < 2.0
 
 
-def test_shipped_multistage_model_follows_25mm_breathing():
-    """The shipped 3-stage model (8, 4, 2 mm; its 4 mm stage trained on motion up to 40 mm)
-    on the demo phantom moved by a 25 mm breathing-like field: measured 14.7 -> 5.0 mm in the
-    lungs, where one 2 mm stage stays at 12.3 mm; no folding."""
-    fixed, moving, truth, lungs = phantom_pair(37.0)
+def test_shipped_multistage_model_keeps_small_motion_to_its_finest_stage():
+    """Small motion (the demo phantom's 6.2 mm breathing-like field) with the shipped CT default
+    (8, 4, 2 mm, then a 2 mm refinement stage): ``--chain auto`` keeps the 2 mm stage alone,
+    whose error the coarse stages would raise (1.60 mm through the chain); measured 3.57 ->
+    0.41 mm in the lungs. (The 25 mm field: tests/test_models.py, the demo's default.)"""
+    fixed, moving, truth, lungs = phantom_pair(9.0)
     identity = np.linalg.norm(truth, axis=-1)[lungs].mean()
     multi = register(fixed, moving, model="ct_multistage", device="cpu")
     error = np.linalg.norm(multi.dvf_mm - truth, axis=-1)[lungs].mean()
-    assert np.abs(truth).max() > 25.0
-    assert error < identity / 2.5
+    assert identity > 3.0 and error < 0.6, (identity, error)
+    assert [s["spacing_mm"] for s in multi.summary["stages"]] == [2.0, 2.0]
     assert multi.summary["jac_nonpositive_fraction"] < 1e-4
-    assert [s["spacing_mm"] for s in multi.summary["stages"]] == [8.0, 4.0, 2.0]
 
 
 def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):

@@ -176,7 +176,7 @@ def smooth_random_dvf(mask: np.ndarray, rng: np.random.Generator, amplitude_mm: 
     return (dvf * amplitude_mm / np.abs(dvf).max()).astype(np.float32)
 
 
-DEMO_AMPLITUDE_MM = 9.0  # the field reaches 6.2 mm; 37 reaches 25 mm (large motion)
+DEMO_AMPLITUDE_MM = 37.0  # the field reaches 25 mm (large motion); 9 reaches 6.2 mm
 
 
 @dataclass
