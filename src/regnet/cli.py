@@ -123,9 +123,10 @@ def _models(args) -> int:
 
 
 def _demo(args) -> int:
-    from regnet.demo import run_demo
+    from regnet.demo import DEMO_AMPLITUDE_MM, run_demo
 
-    run_demo(args.out, device=args.device, seed=args.seed)
+    run_demo(args.out, device=args.device, seed=args.seed,
+             amplitude_mm=DEMO_AMPLITUDE_MM if args.amplitude is None else args.amplitude)
     return 0
 
 
@@ -254,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="register a built-in CT-like pair with the default model")
     p.add_argument("--out", default="demo_out")
+    p.add_argument("--amplitude", type=float,
+                   help="the CT phantom's breathing amplitude (mm; default 37: a 25 mm field; "
+                        "9: a 6.2 mm one)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo)
