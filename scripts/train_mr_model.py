@@ -32,13 +32,13 @@ import json
 import logging
 from pathlib import Path
 
-from train_multistage import best_identity  # scripts/ is on the path when run as a script
+from train_multistage import best_identity, ship_stage  # scripts/ is on the path when run
 
 from regnet.config import load_config
 from regnet.inference.models import INDEX, MODELS_DIR, pack_stages
 from regnet.synthesis.generate import generate
 from regnet.synthesis.residuals import make_residuals
-from regnet.training.checkpoint import STAGE_KEYS, load_checkpoint, save_checkpoint, sha256
+from regnet.training.checkpoint import load_checkpoint, sha256
 from regnet.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,14 +51,8 @@ TRAINING = ["fnndsc_adi_memprage_t1_head", "fnndsc_adi_t2fse_head", "niivue_otsu
 
 def ship_2mm(best: Path, validation: str) -> None:
     """Ship the best checkpoint's weights and config as ``mr_2mm`` and index it."""
-    state = load_checkpoint(best)
-    save_checkpoint(MODELS_DIR / "mr_2mm.pt", {k: state[k] for k in STAGE_KEYS if k in state})
-    index = json.loads(INDEX.read_text())
-    index["models"]["mr_2mm"] = {
-        "file": "mr_2mm.pt", "sha256": sha256(MODELS_DIR / "mr_2mm.pt"), "modality": "MR",
-        "anatomy": "head (T1, T2, FLAIR)", "spacing": "2 mm, one stage",
-        "validation": validation}
-    INDEX.write_text(json.dumps(index, indent=1) + "\n")  # pack_stages resolves mr_2mm
+    ship_stage(best, "mr_2mm", modality="MR", anatomy="head (T1, T2, FLAIR)",
+               spacing="2 mm, one stage", validation=validation)  # pack_stages resolves it
 
 
 def ship_multistage(refine: Path) -> None:

@@ -46,7 +46,7 @@ def unfold(dvf_mm: np.ndarray, spacing_mm_xyz, floor: float = 0.1, sigma_vox: fl
     ``min(1, 2 G * m)``: ``m`` marks the voxels within 3 voxels of a fold and ``G`` is a
     Gaussian of ``BLEND_SIGMA_VOX``, so that the smoothed region meets the untouched field
     without a step (a hard replacement left new folds at its rim: on a held-out chest CT 1,629
-    folding voxels stayed after 3 passes; blended, none after 4). The smoothing and the
+    folding voxels stayed after 3 passes; blended, none after 5). The smoothing and the
     determinant are recomputed only in a box around each connected patch of such voxels, wide
     enough for both kernels, so that the few folds of a large field cost little (the result
     equals doing it on the whole field). Stops early once a pass leaves as many such voxels as
