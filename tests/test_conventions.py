@@ -6,7 +6,8 @@ from scipy.ndimage import map_coordinates
 
 from regnet.geometry.jacobian import jacobian_determinant
 from regnet.geometry.warp import warp_image
-from regnet.io.dvf import displacement_transform, read_dvf, write_dvf
+from regnet.io.dvf import displacement_transform, read_dvf, resample_dvf, write_dvf
+from regnet.io.images import isotropic_grid
 from tests.conftest import SPACING_XYZ
 
 
@@ -74,6 +75,20 @@ def test_dvf_file_is_physical_itk_field(oblique_image, tmp_path):
     back, grid = read_dvf(path)
     np.testing.assert_allclose(back, dvf, atol=1e-5)
     assert grid.GetSize() == oblique_image.GetSize()
+
+
+def test_coarse_field_resampled_to_the_image_grid_keeps_its_value_up_to_the_far_faces(
+        oblique_image):
+    """A 3 mm grid made from the 22x17x12 oblique image ends short of its far faces (its last
+    voxel centres lie inside the image's extent); a constant field resampled back must stay
+    constant there too (it used to drop to zero: a step that folds)."""
+    coarse = isotropic_grid(oblique_image, 3.0)
+    assert coarse.GetSize() == (10, 4, 8)
+    shift = np.array([1.5, -2.0, 0.5], np.float32)
+    dvf = np.broadcast_to(shift, coarse.GetSize()[::-1] + (3,))
+    back = resample_dvf(dvf, coarse, oblique_image)
+    assert back.shape == oblique_image.GetSize()[::-1] + (3,)
+    np.testing.assert_allclose(back, np.broadcast_to(shift, back.shape), atol=1e-5)
 
 
 def test_jacobian_of_affine_field_is_det_a(oblique_image):

@@ -8,7 +8,8 @@ import SimpleITK as sitk
 
 from regnet.cli import main
 from regnet.errors import RegNetError
-from regnet.evaluation.metrics import dice, endpoint_error, target_registration_error
+from regnet.evaluation.metrics import (dice, endpoint_error, maps_inside,
+                                      target_registration_error)
 from regnet.io.dvf import write_dvf
 from regnet.io.landmarks import read_landmarks
 from tests.conftest import make_image, smooth_volume
@@ -24,6 +25,20 @@ def test_endpoint_error_by_hand():
     assert result["identity"]["mean"] == pytest.approx(1.5)
     assert result["class1 [1.5,4) mm"]["epe_mean"] == pytest.approx(1.0)
     assert result["class0 [0,1.5) mm"]["identity_mean"] == pytest.approx(0.0)
+
+
+def test_maps_inside_marks_voxels_shifted_beyond_the_moving_image(oblique_image):
+    """Shift by 2 voxels along the grid's x axis and -1 along z (grid frame, mm) on the
+    rotated, anisotropic grid: the last 2 x columns and the first z slice map outside."""
+    nx, ny, nz = oblique_image.GetSize()
+    dvf = np.zeros((nz, ny, nx, 3), np.float32)
+    dvf[..., 0] = 2 * oblique_image.GetSpacing()[0]
+    dvf[..., 2] = -oblique_image.GetSpacing()[2]
+    inside = maps_inside(dvf, oblique_image, oblique_image)
+    expected = np.zeros((nz, ny, nx), bool)
+    expected[1:, :, :nx - 2] = True
+    np.testing.assert_array_equal(inside, expected)
+    assert maps_inside(np.zeros_like(dvf), oblique_image, oblique_image).all()
 
 
 def test_tre_translation(oblique_image):

@@ -53,6 +53,24 @@ def endpoint_error(dvf_mm: np.ndarray, truth_mm: np.ndarray, mask: np.ndarray | 
     return result
 
 
+def maps_inside(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.ndarray:
+    """``(*shape)`` bool: which voxels of ``grid`` the grid-frame field ``dvf_mm`` maps to a
+    point inside ``moving``'s extent (between its outermost voxel centres). With the true
+    field, the voxels whose correspondence the images hold; elsewhere (content moved in from
+    beyond the moving image's faces) no method can know the answer."""
+    from regnet.geometry.compose import physical_points
+
+    n = grid.GetDimension()
+    direction = np.asarray(grid.GetDirection()).reshape(n, n)
+    target = physical_points(grid) + dvf_mm @ direction.T
+    moving_direction = np.asarray(moving.GetDirection()).reshape(n, n)
+    index = (target - np.asarray(moving.GetOrigin())) @ moving_direction / np.asarray(
+        moving.GetSpacing())
+    tolerance = 1e-6
+    return np.all((index >= -tolerance) & (index <= np.asarray(moving.GetSize()) - 1 + tolerance),
+                  axis=-1)
+
+
 def sample_dvf_at_points(dvf_mm: np.ndarray, grid: sitk.Image, points_mm: np.ndarray
                          ) -> np.ndarray:
     """Physical-frame displacement (mm) at physical points, by linear interpolation."""

@@ -72,9 +72,12 @@ def write_dvf(dvf_mm: np.ndarray, reference: sitk.Image, path: str | Path) -> Pa
 
 def resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> np.ndarray:
     """Linear resampling of a grid-frame field from ``grid`` onto ``target``'s grid (both with
-    one direction matrix); zero beyond ``grid``."""
+    one direction matrix). Points beyond ``grid``'s outermost voxel centres take the nearest
+    voxel's displacement: a coarser isotropic grid ends up to one coarse voxel short of the image
+    it was made from, and a zero there left a step at the far faces (1.2% of the voxels of a
+    256x256x160 field folded, all on its last two slices)."""
     image = sitk.Resample(dvf_to_itk(dvf_mm, grid), target, sitk.Transform(), sitk.sitkLinear,
-                          0.0, sitk.sitkVectorFloat64)
+                          0.0, sitk.sitkVectorFloat64, True)
     return itk_to_dvf(image)
 
 
