@@ -11,8 +11,9 @@ a 30 mm low-frequency variant, and respiratory fields of 10 and 25 mm. EPE (mean
 body voxels (> -500 HU), and the mean over those body voxels whose true correspondence lies
 inside the moving image (the seed's synthesis fills what moves in from beyond the image with
 0 HU, which counts as body, and no image holds the answer there). Real cases: the 4 liver MR
-pairs (landmark TRE inside the liver and outside it). Every row gives the share of folding voxels (Jacobian <= 0, body or whole image)
-and the wall time. ``--quick`` runs one artificial case and one liver pair.
+pairs (landmark TRE inside the liver and outside it). Every row gives the share of folding
+voxels (Jacobian <= 0, body or whole image) and the wall time. ``--quick`` runs one
+artificial case and one liver pair.
 """
 
 from __future__ import annotations
