@@ -58,14 +58,9 @@ def maps_inside(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.
     point inside ``moving``'s extent (between its outermost voxel centres). With the true
     field, the voxels whose correspondence the images hold; elsewhere (content moved in from
     beyond the moving image's faces) no method can know the answer."""
-    from regnet.geometry.compose import physical_points
+    from regnet.geometry.compose import moving_index
 
-    n = grid.GetDimension()
-    direction = np.asarray(grid.GetDirection()).reshape(n, n)
-    target = physical_points(grid) + dvf_mm @ direction.T
-    moving_direction = np.asarray(moving.GetDirection()).reshape(n, n)
-    index = (target - np.asarray(moving.GetOrigin())) @ moving_direction / np.asarray(
-        moving.GetSpacing())
+    index = moving_index(dvf_mm, grid, moving)
     tolerance = 1e-6
     return np.all((index >= -tolerance) & (index <= np.asarray(moving.GetSize()) - 1 + tolerance),
                   axis=-1)

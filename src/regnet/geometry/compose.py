@@ -47,6 +47,17 @@ def physical_points(grid: sitk.Image) -> np.ndarray:
     return np.asarray(grid.GetOrigin()) + (index * np.asarray(grid.GetSpacing())) @ direction.T
 
 
+def moving_index(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.ndarray:
+    """``(*shape, ndim)`` continuous voxel indices (x, y(, z) order) in ``moving`` of the points
+    ``x + u(x)``, for every voxel ``x`` of ``grid`` and its grid-frame field ``dvf_mm``."""
+    n = grid.GetDimension()
+    direction = np.asarray(grid.GetDirection()).reshape(n, n)
+    target = physical_points(grid) + dvf_mm @ direction.T
+    moving_direction = np.asarray(moving.GetDirection()).reshape(n, n)
+    return (target - np.asarray(moving.GetOrigin())) @ moving_direction / np.asarray(
+        moving.GetSpacing())
+
+
 def compose_dvfs(u_prev_mm: np.ndarray, r_mm: np.ndarray, spacing_mm_xyz) -> np.ndarray:
     """``u(x) = r(x) + u_prev(x + r(x))``: first ``r``, then ``u_prev`` (same grid, grid
     frame, mm). Returns float32 of the fields' shape."""

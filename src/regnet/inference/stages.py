@@ -30,6 +30,7 @@ from scipy.ndimage import gaussian_filter
 
 from regnet.errors import UsageError
 from regnet.geometry.compose import affine_parts, compose_affine, compose_dvfs
+from regnet.geometry.faces import fade_at_faces
 from regnet.geometry.jacobian import unfold
 from regnet.geometry.warp import warp_image
 from regnet.inference.dense import predict_field
@@ -165,7 +166,7 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
         u, grid, reports = full if scores[1] > scores[0] else alone
         if first + 1 < len(plan):
             u, grid, reports = _run_plan(plan[first + 1:], *args, start=(u, grid, reports))
-    return _finish(u, grid, reports, unfold_field)
+    return _finish(u, grid, reports, unfold_field, moving, global_transform)
 
 
 def _final_ncc(fixed, moving, u, grid, background, global_transform, norm) -> float:
@@ -218,9 +219,14 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
     return u, grid, reports
 
 
-def _finish(u, grid, reports, unfold_field) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
-    """Log the stages kept; with ``unfold_field``, smooth and unfold the composed field."""
+def _finish(u, grid, reports, unfold_field, moving, global_transform
+            ) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
+    """Log the stages kept; with ``unfold_field``, fade the field towards a smooth
+    extrapolation near the images' faces (:func:`regnet.geometry.faces.fade_at_faces`), then
+    smooth and unfold it."""
     log.info("stages kept: %s", [f"{r.spacing_mm:g} mm" for r in reports if r.kept] or "none")
+    if unfold_field and any(r.kept for r in reports):
+        u = fade_at_faces(u, grid, moving, global_transform)
     if unfold_field and sum(r.kept for r in reports) > 1:
         u = smooth_field(u, COMPOSED_SMOOTH_VOX)
     if unfold_field:

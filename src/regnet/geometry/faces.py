@@ -1,0 +1,61 @@
+"""Less trust near the images' faces, where the images hold little or no answer.
+
+The network judges each voxel from a patch around it. Near a face of the fixed image part of
+that patch is padding. Where the field maps a voxel beyond, or close to, a face of the moving
+image, the moving image holds nothing to match (the seed's synthesis fills such content with
+0 HU, and real motion carries anatomy out of the field of view). There a prediction is a guess.
+
+:func:`fade_at_faces` blends the field towards a smooth extrapolation of the trusted field:
+
+    ``w = clip(d / margin, 0, 1)``, ``u <- w u + (1 - w) G*(w u) / G*(w)``
+
+with ``d`` the smaller of the voxel's distance to the fixed grid's faces and its mapped
+point's distance to the moving image's faces (mm), and ``G`` a Gaussian (normalised
+convolution). Voxels at least ``margin`` from both keep their value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+from scipy.ndimage import gaussian_filter
+
+from regnet.geometry.compose import affine_parts, compose_affine, moving_index, voxel_indices
+
+FACE_MARGIN_MM = 24.0  # trust reaches 1 this far inside both images
+FACE_SIGMA_MM = 16.0  # Gaussian of the extrapolation
+
+
+def face_distance_mm(index_xyz: np.ndarray, size_xyz, spacing_mm_xyz) -> np.ndarray:
+    """``(*shape)`` distance (mm) from continuous voxel indices ``(*shape, ndim)`` to the
+    nearest face (outermost voxel centre) of a grid of ``size_xyz``; negative outside."""
+    last = np.asarray(size_xyz, np.float64) - 1
+    per_axis = np.minimum(index_xyz, last - index_xyz) * np.asarray(spacing_mm_xyz)
+    return per_axis.min(axis=-1)
+
+
+def fade_at_faces(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image,
+                  global_transform: sitk.Transform | None = None,
+                  margin_mm: float = FACE_MARGIN_MM,
+                  sigma_mm: float = FACE_SIGMA_MM) -> np.ndarray:
+    """The grid-frame field ``dvf_mm`` ``(*shape, C)`` on ``grid``, blended towards its
+    normalised-convolution extrapolation near the faces (module docstring). With
+    ``global_transform`` ``A``, the mapped point is ``A(x + u(x))``. Returns float32."""
+    seen = dvf_mm if global_transform is None else compose_affine(
+        *affine_parts(global_transform), dvf_mm, grid)
+    in_moving = face_distance_mm(moving_index(seen, grid, moving), moving.GetSize(),
+                                 moving.GetSpacing())
+    in_fixed = face_distance_mm(voxel_indices(dvf_mm.shape[:-1]), grid.GetSize(),
+                                grid.GetSpacing())
+    weight = np.clip(np.minimum(in_moving, in_fixed) / margin_mm, 0.0, 1.0).astype(np.float32)
+    if weight.min() == 1.0:
+        return dvf_mm.astype(np.float32)
+    sigma_vox = [sigma_mm / s for s in grid.GetSpacing()[::-1]]
+    support = gaussian_filter(weight, sigma_vox, mode="nearest")
+    out = np.array(dvf_mm, dtype=np.float32)
+    for c in range(out.shape[-1]):
+        trusted = gaussian_filter(weight * out[..., c], sigma_vox, mode="nearest")
+        extrapolated = np.where(support > 1e-3, trusted / np.maximum(support, 1e-3),
+                                out[..., c])
+        out[..., c] = weight * out[..., c] + (1.0 - weight) * extrapolated
+    return out
