@@ -6,6 +6,7 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
+import regnet
 from regnet.cli import main
 from regnet.config import config_from_dict
 from regnet.evaluation import trust
@@ -64,3 +65,24 @@ def test_extent_warning_when_the_images_differ_in_size():
     large.SetSpacing((1.0, 1.0, 3.0))  # 120 mm along z: 3x
     assert trust.extent_warning(small, small) is None
     assert "differ by 3.0x" in trust.extent_warning(small, large)
+
+
+def test_beyond_warning_when_the_fixed_image_reaches_past_the_moving_image(tmp_path):
+    """The moving image covers only the right half of the fixed grid (origin shifted by 42 of
+    84 mm): an untrained model's stages are dropped by the guard, the field stays 0, and half
+    of the fixed image maps beyond the moving image."""
+    assert trust.beyond_warning(0.1) is None
+    assert trust.beyond_warning(0.25).startswith("beyond: 25% of the fixed image")
+    config = config_from_dict({"synthesis": SYNTH_2D, "sampling": SAMPLING_2D,
+                               "network": {"dim": 2, "width": 0.5}})
+    save_checkpoint(tmp_path / "m.pt", {
+        "config": config.to_dict(), "step": 0, "spacing_mm": 1.0,
+        "model": build_network(config.network).state_dict()})
+    fixed = sitk.GetImageFromArray(textured_image((90, 84), 0))
+    moving = sitk.GetImageFromArray(textured_image((90, 84), 1))
+    moving.SetOrigin((42.0, 0.0))
+    result = regnet.register(fixed, moving, model=tmp_path / "m.pt", device="cpu")
+    if not any(s["kept"] for s in result.summary["stages"]):
+        assert result.summary["beyond_moving_fraction"] == 0.5
+    assert abs(result.summary["beyond_moving_fraction"] - 0.5) < 0.05
+    assert any(w.startswith("beyond: 5") for w in result.summary["warnings"])

@@ -1,6 +1,6 @@
 """Trust signals: warnings that a registration result should not be taken at face value.
 
-Four checks (and the model choice's, :func:`regnet.inference.models.choose_model`), each
+Five checks (and the model choice's, :func:`regnet.inference.models.choose_model`), each
 giving a one-line warning (none when all is well):
 
 * folding: more than ``FOLDING_WARN_FRACTION`` of the voxels have a Jacobian determinant <= 0;
@@ -9,7 +9,9 @@ giving a one-line warning (none when all is well):
 * intensity: an image's normalised 1st or 99th percentile lies far from those of the model's
   training images (for example an MR image given to a CT model);
 * size: the fixed and moving images' physical extents differ by more than
-  ``EXTENT_WARN_RATIO`` along an axis.
+  ``EXTENT_WARN_RATIO`` along an axis;
+* beyond: more than ``BEYOND_WARN_FRACTION`` of the fixed image maps beyond the moving image's
+  faces, where the field is extrapolated (:mod:`regnet.geometry.faces`), not measured.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ FOLDING_WARN_FRACTION = 1e-3  # 0.1 % of the voxels
 RANGE_WARN_SHARE = 0.95
 INTENSITY_TOLERANCE = (0.1, 0.25)  # allowed |difference| of the normalised p1 and p99
 EXTENT_WARN_RATIO = 2.0  # fixed and moving physical extents along an axis
+BEYOND_WARN_FRACTION = 0.1  # of the fixed image mapped beyond the moving image
 
 
 def intensity_percentiles(normalised: np.ndarray) -> list[float]:
@@ -34,6 +37,14 @@ def folding_warning(fraction: float) -> str | None:
     if fraction > FOLDING_WARN_FRACTION:
         return (f"folding: {100 * fraction:.3f}% of voxels have a Jacobian <= 0 (threshold "
                 f"{100 * FOLDING_WARN_FRACTION:.1f}%); the field is not invertible there")
+    return None
+
+
+def beyond_warning(fraction: float) -> str | None:
+    if fraction > BEYOND_WARN_FRACTION:
+        return (f"beyond: {100 * fraction:.0f}% of the fixed image maps beyond the moving "
+                "image's faces; the field there is extrapolated from its neighbours, not "
+                "measured")
     return None
 
 

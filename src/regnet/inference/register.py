@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from regnet.devices import pick_device
 from regnet.errors import RegNetError, UsageError, fail
 from regnet.evaluation import trust
+from regnet.evaluation.metrics import maps_inside
 from regnet.geometry.compose import affine_parts, compose_affine
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
@@ -179,6 +180,8 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
                                      guard, transform, tile, phases, smooth_vox,
                                      unfold_field and smooth_vox > 0, chain)
     t_net = time.perf_counter() - t1
+    seen = u_mm if transform is None else compose_affine(*affine_parts(transform), u_mm, grid)
+    beyond = 1.0 - float(maps_inside(seen, grid, moving_img).mean())
     dvf_mm = u_mm if same_grid(grid, fixed_img) else resample_dvf(u_mm, grid, fixed_img)
     if transform is not None:
         dvf_mm = compose_affine(*affine_parts(transform), dvf_mm, fixed_img)
@@ -201,6 +204,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
         intensity_warning("moving", moving_img),
         choice_warning,
         trust.extent_warning(fixed_img, moving_img),
+        trust.beyond_warning(beyond),
         None if overlap >= 0.5 or transform is not None else
         f"overlap: the moving image covers only {100 * overlap:.0f}% of the fixed image's "
         "extent",
@@ -215,6 +219,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
                "fixed_size_xyz": list(fixed_img.GetSize()),
                "dvf_max_abs_mm": float(np.abs(dvf_mm).max()),
                "model_trained_range_mm": loaded.trained_range_mm, **stats,
+               "beyond_moving_fraction": round(beyond, 4),
                "prealign": prealign_kind, "smooth_vox": smooth_vox, "chain": chain,
                "unfold": unfold_field and smooth_vox > 0,
                "stages": reports_as_dicts(reports),
