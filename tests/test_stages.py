@@ -43,6 +43,8 @@ def test_chain_recovers_25mm_breathing_plus_15mm_translation():
     assert identity > 20.0
     assert error < 1.5, (error, result.summary["stages"])
     assert result.summary["prealign"] == "rigid" and len(result.summary["stages"]) == 3
+    seconds = [s["seconds"] for s in result.summary["stages"]]
+    assert min(seconds) > 0 and sum(seconds) <= result.summary["seconds_network"]
 
 
 def test_guard_drops_a_stage_that_makes_things_worse():

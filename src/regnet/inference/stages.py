@@ -22,6 +22,7 @@ registration on a coarse grid) comes first: the stages then register the fixed i
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -56,6 +57,7 @@ class StageReport:
     size_xyz: tuple
     max_model_mm: float  # the largest component in the stage model's own units (its spacing)
     trained_range_mm: float  # what that model was trained on (classBalanced[-1])
+    seconds: float = 0.0  # resampling, prediction, composition and the guard's check
 
 
 def ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -185,6 +187,7 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
     u, grid, reports = start or (None, None, [])
     reports = list(reports)
     for spacing, model in plan:
+        t0 = time.perf_counter()
         s, name = model.config.sampling, model.config.network.name
         norm = s.normalization
         fixed_s = resample_isotropic(fixed, spacing)
@@ -213,9 +216,12 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
             log.warning("stage at %g mm dropped: it lowers the images' similarity (NCC %.4f ->"
                         " %.4f)", spacing, before, after)
         largest = float(np.abs(r).max())
+        log.info("stage at %g mm (%s): NCC %.4f -> %.4f, %s, %.1f s", spacing, model.source,
+                 before, after, "kept" if kept else "dropped", time.perf_counter() - t0)
         reports.append(StageReport(float(spacing), bool(kept), round(before, 5),
                                    round(after, 5), round(largest, 3), tuple(grid.GetSize()),
-                                   round(largest / scale, 3), model.trained_range_mm))
+                                   round(largest / scale, 3), model.trained_range_mm,
+                                   round(time.perf_counter() - t0, 3)))
     return u, grid, reports
 
 
