@@ -59,11 +59,10 @@ def maps_inside(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.
     field, the voxels whose correspondence the images hold; elsewhere (content moved in from
     beyond the moving image's faces) no method can know the answer."""
     from regnet.geometry.compose import moving_index
+    from regnet.geometry.faces import face_distance_mm
 
     index = moving_index(dvf_mm, grid, moving)
-    tolerance = 1e-6
-    return np.all((index >= -tolerance) & (index <= np.asarray(moving.GetSize()) - 1 + tolerance),
-                  axis=-1)
+    return face_distance_mm(index, moving.GetSize(), [1.0] * grid.GetDimension()) >= -1e-6
 
 
 def sample_dvf_at_points(dvf_mm: np.ndarray, grid: sitk.Image, points_mm: np.ndarray

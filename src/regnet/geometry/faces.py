@@ -54,8 +54,6 @@ def fade_at_faces(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image,
     in_fixed = face_distance_mm(voxel_indices(dvf_mm.shape[:-1]), grid.GetSize(),
                                 grid.GetSpacing())
     weight = np.clip(np.minimum(in_moving, in_fixed) / margin_mm, 0.0, 1.0).astype(np.float32)
-    if weight.min() == 1.0:
-        return dvf_mm.astype(np.float32)
     sigma_vox = [sigma_mm / s for s in grid.GetSpacing()[::-1]]
     support = gaussian_filter(weight, sigma_vox, mode="nearest")
     out = np.array(dvf_mm, dtype=np.float32)

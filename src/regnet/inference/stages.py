@@ -210,18 +210,19 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
             warp_image(moving, seen_after, grid, default=background)), norm)
         before, after = ncc(fixed_arr, moving_arr), ncc(fixed_arr, after_arr)
         kept = after > before or not guard
+        seconds = time.perf_counter() - t0
         if kept:
             u = candidate
+            log.info("stage at %g mm (%s): NCC %.4f -> %.4f, kept, %.1f s", spacing,
+                     model.source, before, after, seconds)
         else:
             log.warning("stage at %g mm dropped: it lowers the images' similarity (NCC %.4f ->"
-                        " %.4f)", spacing, before, after)
+                        " %.4f; %s, %.1f s)", spacing, before, after, model.source, seconds)
         largest = float(np.abs(r).max())
-        log.info("stage at %g mm (%s): NCC %.4f -> %.4f, %s, %.1f s", spacing, model.source,
-                 before, after, "kept" if kept else "dropped", time.perf_counter() - t0)
         reports.append(StageReport(float(spacing), bool(kept), round(before, 5),
                                    round(after, 5), round(largest, 3), tuple(grid.GetSize()),
                                    round(largest / scale, 3), model.trained_range_mm,
-                                   round(time.perf_counter() - t0, 3)))
+                                   round(seconds, 3)))
     return u, grid, reports
 
 
