@@ -91,6 +91,36 @@ def test_coarse_field_resampled_to_the_image_grid_keeps_its_value_up_to_the_far_
     np.testing.assert_allclose(back, np.broadcast_to(shift, back.shape), atol=1e-5)
 
 
+def test_resampling_a_field_equals_simpleitk_within_the_grid_and_clamps_beyond(oblique_image):
+    """The per-axis interpolation of ``resample_dvf`` equals ``sitk.Resample`` (linear) at every
+    target voxel whose grid index lies within the coarse grid's voxel centres; beyond, the index
+    is clamped: a field linear along y stays linear in y where x leaves the grid."""
+    from regnet.io.dvf import dvf_to_itk, itk_to_dvf
+
+    coarse = isotropic_grid(oblique_image, 3.0)
+    coarse.SetOrigin(oblique_image.TransformContinuousIndexToPhysicalPoint((-1.5, 0.5, 1.0)))
+    rng = np.random.default_rng(0)
+    dvf = rng.normal(size=coarse.GetSize()[::-1] + (3,)).astype(np.float32)
+    fast = resample_dvf(dvf, coarse, oblique_image)
+    slow = itk_to_dvf(sitk.Resample(dvf_to_itk(dvf, coarse), oblique_image, sitk.Transform(),
+                                    sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True))
+    size = np.array(oblique_image.GetSize())
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), -1).reshape(-1, 3)
+    where = np.array([coarse.TransformPhysicalPointToContinuousIndex(
+        oblique_image.TransformIndexToPhysicalPoint([int(i) for i in p])) for p in index])
+    inside = ((where >= 0) & (where <= np.array(coarse.GetSize()) - 1)).all(1)
+    assert 0.2 < inside.mean() < 0.9  # both kinds of points are tested
+    flat = lambda a: a.transpose(2, 1, 0, 3).reshape(-1, 3)  # noqa: E731 (x fastest -> index)
+    np.testing.assert_allclose(flat(fast)[inside], flat(slow)[inside], atol=1e-5)
+    # u_x = y index of the coarse grid: beyond x's range the clamped field keeps u_x = y
+    y_field = np.broadcast_to(np.arange(coarse.GetSize()[1], dtype=np.float32)[None, :, None,
+                                                                                None],
+                              dvf.shape).copy()
+    out = flat(resample_dvf(y_field, coarse, oblique_image))
+    y_clamped = np.clip(where[:, 1], 0, coarse.GetSize()[1] - 1)
+    np.testing.assert_allclose(out[:, 0], y_clamped, atol=1e-5)
+
+
 def test_jacobian_of_affine_field_is_det_a(oblique_image):
     a = np.array([[1.10, 0.05, 0.00], [0.02, 0.95, 0.10], [0.00, -0.04, 1.20]])
     shape = oblique_image.GetSize()[::-1]

@@ -14,16 +14,21 @@ def jacobian_determinant(dvf_mm: np.ndarray, spacing_mm_xyz) -> np.ndarray:
     """
     n = dvf_mm.shape[-1]
     spacing_zyx = np.asarray(spacing_mm_xyz, dtype=np.float64)[::-1]
-    jac = np.empty(dvf_mm.shape[:-1] + (n, n), dtype=np.float64)
-    for comp in range(n):  # comp: x, y, z component
-        grads_zyx = np.gradient(dvf_mm[..., comp].astype(np.float64), *spacing_zyx)
-        if n == 2:
-            grads_zyx = list(grads_zyx)
+    # j[c][a] = d u_c / d x_a + (c == a), components and axes in x, y(, z) order; float32 and
+    # the cofactor expansion: a fifth of the time and a tenth of the memory of float64 matrices
+    # handed to np.linalg.det (benchmarks/README.md)
+    j = [[None] * n for _ in range(n)]
+    for comp in range(n):
+        grads_zyx = np.gradient(np.asarray(dvf_mm[..., comp], dtype=np.float32), *spacing_zyx)
         for axis_zyx, grad in enumerate(grads_zyx):
-            axis_xyz = n - 1 - axis_zyx
-            jac[..., comp, axis_xyz] = grad
-    jac += np.eye(n)
-    return np.linalg.det(jac).astype(np.float32)
+            j[comp][n - 1 - axis_zyx] = grad
+        j[comp][comp] += 1.0
+    if n == 2:
+        return (j[0][0] * j[1][1] - j[0][1] * j[1][0]).astype(np.float32, copy=False)
+    det = j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1])
+    det -= j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
+    det += j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0])
+    return det.astype(np.float32, copy=False)
 
 
 def jacobian_summary(det: np.ndarray, mask: np.ndarray | None = None) -> dict:

@@ -29,10 +29,10 @@ def check_dvf_shape(dvf_mm: np.ndarray, reference: sitk.Image, where="dvf") -> N
         raise fail(where, f"DVF shape {dvf_mm.shape} does not match the grid; expected {expected}")
 
 
-def dvf_to_itk(dvf_mm: np.ndarray, reference: sitk.Image) -> sitk.Image:
-    """Grid-frame ``dvf_mm`` on ``reference``'s grid -> ITK displacement field (float64)."""
+def dvf_to_itk(dvf_mm: np.ndarray, reference: sitk.Image, dtype=np.float64) -> sitk.Image:
+    """Grid-frame ``dvf_mm`` on ``reference``'s grid -> ITK displacement field (``dtype``)."""
     check_dvf_shape(dvf_mm, reference)
-    phys = np.asarray(dvf_mm, dtype=np.float64) @ _direction(reference).T
+    phys = np.asarray(dvf_mm, dtype=dtype) @ _direction(reference).T.astype(dtype)
     image = sitk.GetImageFromArray(phys, isVector=True)
     image.CopyInformation(reference)
     return image
@@ -65,9 +65,7 @@ def read_dvf(path: str | Path) -> tuple[np.ndarray, sitk.Image]:
 
 def write_dvf(dvf_mm: np.ndarray, reference: sitk.Image, path: str | Path) -> Path:
     """Write ``dvf_mm`` as a float32 ITK displacement field on ``reference``'s grid."""
-    field = sitk.Cast(dvf_to_itk(dvf_mm, reference),
-                      sitk.sitkVectorFloat32)
-    return write_image(field, path)
+    return write_image(dvf_to_itk(dvf_mm, reference, np.float32), path)
 
 
 def resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> np.ndarray:
@@ -75,10 +73,33 @@ def resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> np
     one direction matrix). Points beyond ``grid``'s outermost voxel centres take the nearest
     voxel's displacement: a coarser isotropic grid ends up to one coarse voxel short of the image
     it was made from, and a zero there left a step at the far faces (1.2% of the voxels of a
-    256x256x160 field folded, all on its last two slices)."""
-    image = sitk.Resample(dvf_to_itk(dvf_mm, grid), target, sitk.Transform(), sitk.sitkLinear,
-                          0.0, sitk.sitkVectorFloat64, True)
-    return itk_to_dvf(image)
+    256x256x160 field folded, all on its last two slices).
+
+    With one direction matrix each target axis maps onto one grid axis, so the resampling is
+    one linear interpolation per axis (a tenth of ``sitk.Resample``'s time on a 1 mm grid)."""
+    check_dvf_shape(dvf_mm, grid)
+    if not np.allclose(_direction(grid), _direction(target), atol=1e-6):
+        image = sitk.Resample(dvf_to_itk(dvf_mm, grid), target, sitk.Transform(),
+                              sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True)
+        return itk_to_dvf(image)
+    # continuous grid index of target voxel i along each axis: offset + i * step
+    shift = _direction(grid).T @ (np.subtract(target.GetOrigin(), grid.GetOrigin()))
+    out = np.asarray(dvf_mm, dtype=np.float32)
+    for axis_xyz in range(grid.GetDimension()):
+        axis = out.ndim - 2 - axis_xyz  # array axis of x, y(, z)
+        n = out.shape[axis]
+        step = target.GetSpacing()[axis_xyz] / grid.GetSpacing()[axis_xyz]
+        where = np.clip(shift[axis_xyz] / grid.GetSpacing()[axis_xyz]
+                        + step * np.arange(target.GetSize()[axis_xyz]), 0, n - 1)
+        below = np.minimum(np.floor(where).astype(np.intp), max(n - 2, 0))
+        weight = (where - below).astype(np.float32)
+        shape = [1] * out.ndim
+        shape[axis] = -1
+        weight = weight.reshape(shape)
+        lower = np.take(out, below, axis=axis)
+        upper = np.take(out, np.minimum(below + 1, n - 1), axis=axis)
+        out = lower + weight * (upper - lower)
+    return out
 
 
 def displacement_transform(dvf_mm: np.ndarray, reference: sitk.Image
