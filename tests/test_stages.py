@@ -1,5 +1,6 @@
 """Coarse-to-fine stages with pre-alignment and the guard, on the demo's CT-like phantom."""
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -75,7 +76,8 @@ def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
     """``chain='auto'`` runs the finest stage alone and after the coarser stages, and keeps the
     field whose warped moving image matches the fixed image better: here a 4 mm shift along x
     is the truth; the candidate that finds it wins, whichever of the two it is. A refinement
-    stage then runs once, on the field kept."""
+    stage then runs once, on the field kept. When the guard dropped every coarser stage the two
+    candidates are one: the finest stage runs once."""
     from regnet.inference import stages
 
     rng = np.random.default_rng(0)
@@ -87,21 +89,31 @@ def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
     fixed = warp_image(moving, shift, moving)
     model = load_model("mr_multistage")  # 8, 4, 2 mm, then a 2 mm refinement stage
     three = dataclasses.replace(model, stages=model.stages[:3])
-    for right in ("alone", "full"):
-        def fake_plan(plan, *args, start=None, right=right):
-            if start is not None:  # a refinement stage: the field so far, its spacing logged
-                return start[0], start[1], start[2] + [s for s, _ in plan]
-            found = (len(plan) == 1) == (right == "alone")
-            return (shift if found else np.zeros_like(shift)), moving, [len(plan)]
+    report = collections.namedtuple("report", "spacing_mm kept")
+    finest_runs = []
+    for right, coarse_kept in (("alone", True), ("full", True), ("full", False)):
+        def fake_plan(plan, *args, start=None, right=right, coarse_kept=coarse_kept):
+            spacings = [s for s, _ in plan]
+            if start is None and len(plan) > 1:  # the coarser stages
+                return np.zeros_like(shift), moving, [report(s, coarse_kept) for s in spacings]
+            if start is not None and any(r.spacing_mm == 2.0 for r in start[2]):
+                return start[0], start[1], start[2] + [report(s, True) for s in spacings]
+            finest_runs.append(spacings)
+            found = (start is None) == (right == "alone")
+            return ((shift if found else np.zeros_like(shift)), moving,
+                    (start[2] if start else []) + [report(2.0, True)])
 
         monkeypatch.setattr(stages, "_run_plan", fake_plan)
         monkeypatch.setattr(stages, "_finish", lambda *run: run[:3])
-        kept = [1] if right == "alone" else [3]
+        kept = [2.0] if right == "alone" else [8.0, 4.0, 2.0]
         for chained, refinements in ((three, []), (model, [2.0])):
+            finest_runs.clear()
             u, _, reports = stages.run_stages(fixed, moving, chained, "cpu", chain="auto")
-            assert np.array_equal(u, shift) and reports == kept + refinements
+            assert np.array_equal(u, shift)
+            assert [r.spacing_mm for r in reports] == kept + refinements
+            assert len(finest_runs) == (2 if coarse_kept else 1)
         _, _, reports = stages.run_stages(fixed, moving, model, "cpu", chain="always")
-        assert reports == [4]
+        assert len(reports) == 4
 
 
 def gaussian_blob_texture(rng) -> np.ndarray:

@@ -143,8 +143,9 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     three seed fields from 2.66 / 2.62 / 1.61 to 2.36 / 2.31 / 1.42 mm.
 
     ``chain``: ``always`` runs every stage. ``auto`` (for a multi-stage model's own stages)
-    runs the first stage at the finest spacing both alone and after the coarser stages, keeps
-    whichever result has the higher NCC on the finest grid (both logged), and then runs any
+    runs the first stage at the finest spacing both alone and after the coarser stages (once,
+    when the guard dropped every coarser stage), keeps whichever result has the higher NCC on
+    the finest grid (both logged), and then runs any
     refinement stage (a later stage at the finest spacing) once, on the field kept: coarse
     stages help large motion but cost accuracy on small motion (the demo's 6.2 mm field:
     0.41 mm alone, 1.60 mm through the chain), and the size of the finest stage's own
@@ -159,13 +160,18 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     if chain == "always" or first == 0 or spacings_mm is not None:
         u, grid, reports = _run_plan(plan, *args)
     else:
-        alone, full = _run_plan(plan[first:first + 1], *args), _run_plan(plan[:first + 1], *args)
-        norm = plan[first][1].config.sampling.normalization
-        scores = [_final_ncc(fixed, moving, u, grid, background, global_transform, norm)
-                  for u, grid, _ in (alone, full)]
-        log.info("NCC %.4f with the finest stage alone, %.4f after the coarser stages: keeping "
-                 "%s", *scores, "the coarser stages" if scores[1] > scores[0] else "it alone")
-        u, grid, reports = full if scores[1] > scores[0] else alone
+        coarse = _run_plan(plan[:first], *args)
+        full = _run_plan(plan[first:first + 1], *args, start=coarse)
+        if any(r.kept for r in coarse[2]):
+            alone = _run_plan(plan[first:first + 1], *args)
+            norm = plan[first][1].config.sampling.normalization
+            scores = [_final_ncc(fixed, moving, u, grid, background, global_transform, norm)
+                      for u, grid, _ in (alone, full)]
+            log.info("NCC %.4f with the finest stage alone, %.4f after the coarser stages: "
+                     "keeping %s", *scores,
+                     "the coarser stages" if scores[1] > scores[0] else "it alone")
+            full = full if scores[1] > scores[0] else alone
+        u, grid, reports = full  # no coarser stage kept: the chain is the finest stage alone
         if first + 1 < len(plan):
             u, grid, reports = _run_plan(plan[first + 1:], *args, start=(u, grid, reports))
     return _finish(u, grid, reports, unfold_field, moving, global_transform)
