@@ -149,6 +149,33 @@ def test_bias_field_and_blur_agree_between_the_two_scales():
     assert np.all(np.diff(blurred[1]) >= -1e-6)
 
 
+def test_slab_blur_softens_one_axis_only():
+    """Thick slices: a point is spread along one axis and no other, along the same axis for a
+    half-resolution patch centred on the same point (at half the sigma, so it may stay put)."""
+    from regnet.intensity import random_contrast
+
+    full = np.zeros((9, 9, 9), np.float32)
+    full[4, 4, 4] = 1.0
+    low = np.zeros((5, 5, 5), np.float32)
+    low[2, 2, 2] = 1.0
+
+    def spread(out, c):  # voxels that changed along the lines through the point, per axis
+        lines = [out[:, c, c], out[c, :, c], out[c, c, :]]
+        return [int((np.abs(line - out[0, 0, 0]) > 1e-4).sum()) - 1 for line in lines]
+
+    axes = []
+    for seed in range(8):
+        out_full, out_low = random_contrast([full, low], np.random.default_rng(seed),
+                                            noise_max=0.0, strides=[1, 2],
+                                            slab_blur_max_vox=4.0)
+        s_full, s_low = spread(out_full, 4), spread(out_low, 2)
+        assert sum(n > 0 for n in s_full) <= 1, s_full  # a sigma near 0 spreads nothing
+        if max(s_full) > 0:
+            axes.append(int(np.argmax(s_full)))
+            assert all(n == 0 for k, n in enumerate(s_low) if k != axes[-1]), (s_full, s_low)
+    assert len(axes) >= 5 and len(set(axes)) > 1  # the axis is drawn
+
+
 def test_intensity_augmentation_leaves_the_label(dataset_2d):
     from regnet.sampling.stream import cut_batch, load_pair, read_manifests
 

@@ -157,6 +157,7 @@ class TrainingConfig:
     augment_intensity: bool = False  # random monotone contrast per image (intensity.py)
     intensity_bias_max: float = 0.0  # with it: bias field, log-slope per 50 voxels, up to
     intensity_blur_max_vox: float = 0.0  # with it: Gaussian blur, sigma up to (voxels)
+    intensity_slab_blur_max_vox: float = 0.0  # with it: blur along one random axis (thick slices)
     lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * progress)) / 2
     num_workers: int = 1
 
@@ -164,12 +165,14 @@ class TrainingConfig:
         """:func:`regnet.intensity.random_contrast`'s options, or None when it is off."""
         if not self.augment_intensity:
             return None
-        return {"bias_max": self.intensity_bias_max, "blur_max_vox": self.intensity_blur_max_vox}
+        return {"bias_max": self.intensity_bias_max, "blur_max_vox": self.intensity_blur_max_vox,
+                "slab_blur_max_vox": self.intensity_slab_blur_max_vox}
 
     def validate(self, where="training") -> None:
-        if min(self.intensity_bias_max, self.intensity_blur_max_vox) < 0:
-            raise bad_setting(where, "intensity_bias_max and intensity_blur_max_vox must be "
-                              ">= 0")
+        if min(self.intensity_bias_max, self.intensity_blur_max_vox,
+               self.intensity_slab_blur_max_vox) < 0:
+            raise bad_setting(where, "intensity_bias_max, intensity_blur_max_vox and "
+                              "intensity_slab_blur_max_vox must be >= 0")
         if self.lr <= 0 or self.steps < 0 or min(self.batch_size, self.val_every, self.log_every,
                                                  self.checkpoint_every) < 1:
             raise bad_setting(where, "lr, batch_size, val_every, log_every and checkpoint_every "

@@ -9,7 +9,7 @@ The mode is stored in every checkpoint's config (``sampling.normalization``).
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 CT_OFFSET_HU, CT_SCALE_HU = 1000.0, 4095.0
 AIR_HU = -500.0  # a CT's 1st percentile lies below this (air around the body)
@@ -41,17 +41,19 @@ def normalize(array: np.ndarray, mode: str) -> np.ndarray:
 
 def random_contrast(arrays: list[np.ndarray], rng: np.random.Generator,
                     noise_max: float = 0.02, strides=None, bias_max: float = 0.0,
-                    blur_max_vox: float = 0.0) -> list[np.ndarray]:
+                    blur_max_vox: float = 0.0, slab_blur_max_vox: float = 0.0
+                    ) -> list[np.ndarray]:
     """One random intensity change applied alike to every array of one image (its full- and
     low-resolution patches): how another scanner or protocol might show the same tissue.
 
     Intensities are taken to [0, 1] over the arrays' range, raised to a random gamma
     (log-normal, sigma 0.3) and passed through a random increasing piecewise-linear curve
     (4 inner knots); then, when asked, multiplied by a smooth bias field (log-linear, a random
-    slope per axis of up to ``bias_max`` per 50 voxels) and blurred (Gaussian, sigma up to
-    ``blur_max_vox``); taken back to the range, plus Gaussian noise of sigma up to
-    ``noise_max`` of the range. ``strides``: each array's voxel size in voxels of the first
-    (a half-resolution patch: 2); all arrays are centred on the same point, so bias and blur
+    slope per axis of up to ``bias_max`` per 50 voxels), blurred (Gaussian, sigma up to
+    ``blur_max_vox``) and blurred along one random axis only (sigma up to
+    ``slab_blur_max_vox``: thick slices, as in clinical MR with 4-5 mm slices); taken back to
+    the range, plus Gaussian noise of sigma up to ``noise_max`` of the range. ``strides``: each
+    array's voxel size in voxels of the first (a half-resolution patch: 2); all arrays are centred on the same point, so bias and blur
     agree in space. Geometry, and so the displacement label, is unchanged."""
     strides = strides or [1] * len(arrays)
     lo = min(float(a.min()) for a in arrays)
@@ -63,6 +65,8 @@ def random_contrast(arrays: list[np.ndarray], rng: np.random.Generator,
     # drawn only when asked, so that the plain contrast's random stream stays as it was
     slopes = rng.uniform(-bias_max, bias_max, arrays[0].ndim) / 50.0 if bias_max > 0 else None
     blur = rng.uniform(0.0, blur_max_vox) if blur_max_vox > 0 else 0.0
+    slab = ((int(rng.integers(arrays[0].ndim)), rng.uniform(0.0, slab_blur_max_vox))
+            if slab_blur_max_vox > 0 else None)
     out = []
     for a, stride in zip(arrays, strides, strict=True):
         t = np.interp(((a - lo) / span) ** gamma, knots_x, knots_y)
@@ -72,5 +76,7 @@ def random_contrast(arrays: list[np.ndarray], rng: np.random.Generator,
             t = t * np.exp(sum(g * r for g, r in zip(slopes, offsets, strict=True)))
         if blur > 0:
             t = gaussian_filter(t, blur / stride)
+        if slab is not None and slab[1] > 0:
+            t = gaussian_filter1d(t, slab[1] / stride, axis=slab[0])
         out.append((lo + span * t + rng.normal(0.0, sigma, a.shape)).astype(np.float32))
     return out
