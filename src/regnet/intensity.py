@@ -54,7 +54,8 @@ def random_contrast(arrays: list[np.ndarray], rng: np.random.Generator,
     ``slab_blur_max_vox``: thick slices, as in clinical MR with 4-5 mm slices); taken back to
     the range, plus Gaussian noise of sigma up to ``noise_max`` of the range. ``strides``: each
     array's voxel size in voxels of the first (a half-resolution patch: 2); all arrays are
-    centred on the same point, so bias and blur agree in space. Geometry, and so the displacement label, is unchanged."""
+    centred on the same point, so bias and blur agree in space. Geometry, and so the
+    displacement label, is unchanged."""
     strides = strides or [1] * len(arrays)
     lo = min(float(a.min()) for a in arrays)
     span = max(max(float(a.max()) for a in arrays) - lo, 1e-6)
