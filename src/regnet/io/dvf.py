@@ -70,13 +70,15 @@ def write_dvf(dvf_mm: np.ndarray, reference: sitk.Image, path: str | Path) -> Pa
 
 def resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> np.ndarray:
     """Linear resampling of a grid-frame field from ``grid`` onto ``target``'s grid (both with
-    one direction matrix). Points beyond ``grid``'s outermost voxel centres take the nearest
-    voxel's displacement: a coarser isotropic grid ends up to one coarse voxel short of the image
-    it was made from, and a zero there left a step at the far faces (1.2% of the voxels of a
-    256x256x160 field folded, all on its last two slices).
+    one direction matrix). Beyond ``grid``'s outermost voxel centres the field continues
+    constant along that axis: a coarser isotropic grid ends up to one coarse voxel short of the
+    image it was made from, and a zero there left a step at the far faces (1.2% of the voxels of
+    a 256x256x160 field folded, all on its last two slices).
 
     With one direction matrix each target axis maps onto one grid axis, so the resampling is
-    one linear interpolation per axis (a tenth of ``sitk.Resample``'s time on a 1 mm grid)."""
+    one linear interpolation per axis, with the index clamped to the grid (4x faster than
+    ``sitk.Resample`` on a 1 mm grid, equal to it within the grid); other grids go through
+    ``sitk.Resample`` with nearest-value extrapolation."""
     check_dvf_shape(dvf_mm, grid)
     if not np.allclose(_direction(grid), _direction(target), atol=1e-6):
         image = sitk.Resample(dvf_to_itk(dvf_mm, grid), target, sitk.Transform(),
