@@ -68,3 +68,32 @@ def test_dense_prediction_equals_per_patch_prediction(dim, multi):
     coarse = predict_dense(net, moving, fixed, torch.device("cpu"), multi=multi, tile=4)
     even = tuple(slice(0, None, 2) for _ in range(dim))
     np.testing.assert_allclose(coarse[even], dense[even], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["regnet_multi", "unet"])
+def test_batchnorm_folded_into_the_convolutions_keeps_the_outputs(name):
+    """Inference folds each BatchNorm into the convolution before it: no BatchNorm is left and
+    the outputs stay those of the eval-mode network (running statistics made non-trivial)."""
+    import copy
+
+    from regnet.inference.models import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = build_network(NetworkConfig(name=name, dim=3))
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    folded = fold_batchnorm(copy.deepcopy(net))
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
+    with torch.no_grad():
+        if name == "unet":
+            inputs = (torch.randn(1, 2, 32, 32, 32),)
+        else:
+            inputs = (torch.randn(1, 2, 33, 33, 33), torch.randn(1, 2, 29, 29, 29))
+        expected, got = net(*inputs), folded(*inputs)
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
