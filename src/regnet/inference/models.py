@@ -141,7 +141,7 @@ def fold_batchnorm(network: nn.Module) -> nn.Module:
     """Fold every batch normalisation that follows a convolution into that convolution's
     weights and bias (in place, for inference: eval mode's running statistics are constants).
     The same outputs to float rounding, without the normalisation's pass over every feature map
-    (7% of the seed network's CPU time)."""
+    (a tenth of a seed-network pass on 2 CPU cores; benchmarks/README.md)."""
     for module in network.modules():
         if isinstance(module, nn.Sequential):
             for k in range(len(module) - 1):
