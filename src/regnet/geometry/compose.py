@@ -78,6 +78,15 @@ def affine_parts(transform: sitk.Transform) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(columns, axis=1), t
 
 
+def through_global(dvf_mm: np.ndarray, grid: sitk.Image,
+                   transform: sitk.Transform | None) -> np.ndarray:
+    """The DVF of ``x -> A(x + u(x))`` for a global pre-alignment ``A`` (``transform``), or
+    ``dvf_mm`` itself when there is none (:func:`compose_affine`)."""
+    if transform is None:
+        return dvf_mm
+    return compose_affine(*affine_parts(transform), dvf_mm, grid)
+
+
 def compose_affine(matrix: np.ndarray, offset: np.ndarray, dvf_mm: np.ndarray,
                    grid: sitk.Image) -> np.ndarray:
     """The DVF of ``x -> A(x + u(x))`` with ``A(p) = matrix p + offset`` (physical mm), on

@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
-from regnet.geometry.compose import affine_parts, compose_affine, moving_index, voxel_indices
+from regnet.geometry.compose import moving_index, through_global, voxel_indices
 
 FACE_MARGIN_MM = 16.0  # trust reaches 1 this far inside both images
 FACE_SIGMA_MM = 16.0  # Gaussian of the extrapolation
@@ -47,8 +47,7 @@ def fade_at_faces(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image,
     """The grid-frame field ``dvf_mm`` ``(*shape, C)`` on ``grid``, blended towards its
     normalised-convolution extrapolation near the faces (module docstring). With
     ``global_transform`` ``A``, the mapped point is ``A(x + u(x))``. Returns float32."""
-    seen = dvf_mm if global_transform is None else compose_affine(
-        *affine_parts(global_transform), dvf_mm, grid)
+    seen = through_global(dvf_mm, grid, global_transform)
     in_moving = face_distance_mm(moving_index(seen, grid, moving), moving.GetSize(),
                                  moving.GetSpacing())
     in_fixed = face_distance_mm(voxel_indices(dvf_mm.shape[:-1]), grid.GetSize(),

@@ -19,7 +19,7 @@ from regnet.devices import pick_device
 from regnet.errors import RegNetError, UsageError, fail
 from regnet.evaluation import trust
 from regnet.evaluation.metrics import maps_inside
-from regnet.geometry.compose import affine_parts, compose_affine
+from regnet.geometry.compose import through_global
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
 from regnet.inference.models import LoadedModel, choose_model, load_model
@@ -180,11 +180,10 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
                                      guard, transform, tile, phases, smooth_vox,
                                      unfold_field and smooth_vox > 0, chain)
     t_net = time.perf_counter() - t1
-    seen = u_mm if transform is None else compose_affine(*affine_parts(transform), u_mm, grid)
-    beyond = 1.0 - float(maps_inside(seen, grid, moving_img).mean())
+    beyond = 1.0 - float(maps_inside(through_global(u_mm, grid, transform), grid,
+                                     moving_img).mean())
     dvf_mm = u_mm if same_grid(grid, fixed_img) else resample_dvf(u_mm, grid, fixed_img)
-    if transform is not None:
-        dvf_mm = compose_affine(*affine_parts(transform), dvf_mm, fixed_img)
+    dvf_mm = through_global(dvf_mm, fixed_img, transform)
     moved = warp_image(moving_img, dvf_mm, fixed_img, default=background)
     det = jacobian_determinant(dvf_mm, fixed_img.GetSpacing())
     stats = jacobian_summary(det, mask)

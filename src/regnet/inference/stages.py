@@ -30,7 +30,7 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 from regnet.errors import UsageError
-from regnet.geometry.compose import affine_parts, compose_affine, compose_dvfs
+from regnet.geometry.compose import compose_dvfs, through_global
 from regnet.geometry.faces import fade_at_faces
 from regnet.geometry.jacobian import unfold
 from regnet.geometry.warp import warp_image
@@ -178,8 +178,7 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
 
 
 def _final_ncc(fixed, moving, u, grid, background, global_transform, norm) -> float:
-    seen = u if global_transform is None else compose_affine(*affine_parts(global_transform),
-                                                             u, grid)
+    seen = through_global(u, grid, global_transform)
     fixed_arr = normalize(sitk.GetArrayFromImage(resample_isotropic(fixed, grid.GetSpacing()[0])),
                           norm)
     return ncc(fixed_arr, normalize(sitk.GetArrayFromImage(
@@ -189,7 +188,6 @@ def _final_ncc(fixed, moving, u, grid, background, global_transform, norm) -> fl
 def _run_plan(plan, fixed, moving, device, background, guard, global_transform, tile, phases,
               smooth_vox, start=None) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
     """Run ``plan``'s stages from ``start`` (``(u, grid, reports)`` so far; default none)."""
-    affine = affine_parts(global_transform) if global_transform is not None else None
     u, grid, reports = start or (None, None, [])
     reports = list(reports)
     for spacing, model in plan:
@@ -200,7 +198,7 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
         shape = fixed_s.GetSize()[::-1] + (fixed.GetDimension(),)
         u = np.zeros(shape, np.float32) if u is None else resample_dvf(u, grid, fixed_s)
         grid = fixed_s
-        seen = u if affine is None else compose_affine(*affine, u, grid)
+        seen = through_global(u, grid, global_transform)
         fixed_arr = normalize(sitk.GetArrayFromImage(fixed_s), norm)
         moving_arr = normalize(sitk.GetArrayFromImage(
             warp_image(moving, seen, grid, default=background)), norm)
@@ -211,7 +209,7 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
         if smooth_vox > 0 and name not in DENSE:
             r = smooth_field(r, smooth_vox)
         candidate = compose_dvfs(u, r, grid.GetSpacing())
-        seen_after = candidate if affine is None else compose_affine(*affine, candidate, grid)
+        seen_after = through_global(candidate, grid, global_transform)
         after_arr = normalize(sitk.GetArrayFromImage(
             warp_image(moving, seen_after, grid, default=background)), norm)
         before, after = ncc(fixed_arr, moving_arr), ncc(fixed_arr, after_arr)

