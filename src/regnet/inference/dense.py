@@ -17,6 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# at most this many centres per axis in one tile: each tile recomputes its halo (14 voxels at
+# full resolution, 13 at half), so larger tiles waste less. 80 (one tile for the 2 mm grid of a
+# 256x256x160 image at 1 mm) against 40: 8.5 -> 6.6 s per pass, peak RSS 0.9 -> 1.2 GB.
+TILE = 80
 
 def _reach(multi: bool, radius_full: int = 14, radius_low: int = 26) -> int:
     return radius_low if multi else radius_full
@@ -24,7 +28,7 @@ def _reach(multi: bool, radius_full: int = 14, radius_low: int = 26) -> int:
 
 @torch.no_grad()
 def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, offset,
-                    device: torch.device, tile: int = 40, multi: bool = True,
+                    device: torch.device, tile: int = TILE, multi: bool = True,
                     R: int = 14, Rlow: int = 26) -> np.ndarray:
     """Predict at centres ``offset + 2k`` (k = 0..m-1 per axis) of padded arrays.
 
@@ -57,7 +61,7 @@ def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, off
 
 
 def predict_dense(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, device,
-                  multi: bool = True, tile: int = 40, phases: str = "one",
+                  multi: bool = True, tile: int = TILE, phases: str = "one",
                   R: int = 14, Rlow: int = 26) -> np.ndarray:
     """Dense ``dvf_mm`` ``(D, H, W, C)`` for normalised ``moving``/``fixed`` on one grid.
 
@@ -106,7 +110,7 @@ def predict_whole(model: nn.Module, moving: np.ndarray, fixed: np.ndarray,
 
 
 def predict_field(model: nn.Module, network_name: str, moving: np.ndarray, fixed: np.ndarray,
-                  device, multi: bool = True, tile: int = 40, phases: str = "one",
+                  device, multi: bool = True, tile: int = TILE, phases: str = "one",
                   R: int = 14, Rlow: int = 26) -> np.ndarray:
     """Dense ``dvf_mm`` ``(D, H, W, C)`` from any network: a dense one in one pass
     (:func:`predict_whole`), the seed's patch network on its lattice (:func:`predict_dense`)."""

@@ -22,6 +22,7 @@ from regnet.evaluation.metrics import maps_inside
 from regnet.geometry.compose import through_global
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
+from regnet.inference.dense import TILE
 from regnet.inference.models import LoadedModel, choose_model, load_model
 from regnet.inference.stages import prealign, reports_as_dicts, run_stages
 from regnet.intensity import normalize
@@ -119,7 +120,7 @@ def check_memory(fixed: sitk.Image, spacing_mm: float, limit_gb: float | None, n
 
 
 def register(fixed, moving, model: str | Path | LoadedModel | None = None, device="auto",
-             fixed_mask=None, tile: int = 40, phases: str = "one", series=None,
+             fixed_mask=None, tile: int = TILE, phases: str = "one", series=None,
              max_memory_gb: float | None = None, stages=None, prealign_kind: str = "none",
              guard: bool = True, smooth_vox: float = SMOOTH_VOX,
              unfold_field: bool = True, chain: str = "auto") -> RegistrationResult:

@@ -34,7 +34,7 @@ from regnet.geometry.compose import compose_dvfs, through_global
 from regnet.geometry.faces import fade_at_faces
 from regnet.geometry.jacobian import unfold
 from regnet.geometry.warp import warp_image
-from regnet.inference.dense import predict_field
+from regnet.inference.dense import TILE, predict_field
 from regnet.inference.models import LoadedModel
 from regnet.intensity import normalize
 from regnet.io.dvf import resample_dvf
@@ -128,7 +128,7 @@ def stage_plan(loaded: LoadedModel, spacings_mm=None) -> list[tuple[float, Loade
 
 def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, device,
                spacings_mm=None, background: float = 0.0, guard: bool = True,
-               global_transform: sitk.Transform | None = None, tile: int = 40,
+               global_transform: sitk.Transform | None = None, tile: int = TILE,
                phases: str = "one", smooth_vox: float = 0.0, unfold_field: bool = False,
                chain: str = "auto") -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
     """Run the stages coarse to fine (:func:`stage_plan`); return ``(u_mm, grid, reports)``
@@ -163,6 +163,8 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
         coarse = _run_plan(plan[:first], *args)
         full = _run_plan(plan[first:first + 1], *args, start=coarse)
         if any(r.kept for r in coarse[2]):
+            log.info("coarse stages: 99th percentile of |u| %.1f mm",
+                     float(np.percentile(np.linalg.norm(coarse[0], axis=-1), 99)))
             alone = _run_plan(plan[first:first + 1], *args)
             norm = plan[first][1].config.sampling.normalization
             scores = [_final_ncc(fixed, moving, u, grid, background, global_transform, norm)
