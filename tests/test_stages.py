@@ -77,7 +77,8 @@ def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
     field whose warped moving image matches the fixed image better: here a 4 mm shift along x
     is the truth; the candidate that finds it wins, whichever of the two it is. A refinement
     stage then runs once, on the field kept. When the guard dropped every coarser stage the two
-    candidates are one: the finest stage runs once."""
+    candidates are one, and when the coarser stages' field exceeds the finest stage's trained
+    range (8 mm) the stage alone could not recover it: either way the finest stage runs once."""
     from regnet.inference import stages
 
     rng = np.random.default_rng(0)
@@ -91,11 +92,14 @@ def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
     three = dataclasses.replace(model, stages=model.stages[:3])
     report = collections.namedtuple("report", "spacing_mm kept")
     finest_runs = []
-    for right, coarse_kept in (("alone", True), ("full", True), ("full", False)):
-        def fake_plan(plan, *args, start=None, right=right, coarse_kept=coarse_kept):
+    for right, coarse_kept, coarse_mm in (("alone", True, 0.0), ("full", True, 0.0),
+                                          ("full", False, 0.0), ("full", True, 9.0)):
+        def fake_plan(plan, *args, start=None, right=right, coarse_kept=coarse_kept,
+                      coarse_mm=coarse_mm):
             spacings = [s for s, _ in plan]
-            if start is None and len(plan) > 1:  # the coarser stages
-                return np.zeros_like(shift), moving, [report(s, coarse_kept) for s in spacings]
+            if start is None and len(plan) > 1:  # the coarser stages, |u| = coarse_mm
+                return (np.full_like(shift, coarse_mm / np.sqrt(3)), moving,
+                        [report(s, coarse_kept) for s in spacings])
             if start is not None and any(r.spacing_mm == 2.0 for r in start[2]):
                 return start[0], start[1], start[2] + [report(s, True) for s in spacings]
             finest_runs.append(spacings)
@@ -111,7 +115,7 @@ def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
             u, _, reports = stages.run_stages(fixed, moving, chained, "cpu", chain="auto")
             assert np.array_equal(u, shift)
             assert [r.spacing_mm for r in reports] == kept + refinements
-            assert len(finest_runs) == (2 if coarse_kept else 1)
+            assert len(finest_runs) == (2 if coarse_kept and coarse_mm <= 8 else 1)
         _, _, reports = stages.run_stages(fixed, moving, model, "cpu", chain="always")
         assert len(reports) == 4
 

@@ -96,3 +96,25 @@ def test_next_fixed_is_a_smooth_small_deformation():
     smooth = make_next_fixed(source, SMALL, np.random.default_rng(6))
     diff = sitk.GetArrayFromImage(smooth) - sitk.GetArrayFromImage(source)
     assert 0.5 < diff.std() < 200
+
+
+def test_label_map_scans_have_one_intensity_per_label_and_an_empty_background():
+    """Random label maps (the SynthMorph idea): labels 1..n inside the body ellipsoid, 0 at the
+    corners; with texture, blur and bias off, every label renders as one constant intensity
+    in 50..1000 and the background as 0."""
+    from regnet.synthesis.labelmaps import random_label_map, render, synthetic_scan
+
+    labels = random_label_map((24, 40, 32), 6, np.random.default_rng(0), scale_vox=6.0)
+    assert labels.shape == (24, 40, 32) and labels.dtype == np.int16
+    assert labels[0, 0, 0] == labels[-1, -1, -1] == 0 and labels[12, 20, 16] > 0
+    assert set(np.unique(labels)) == set(range(7))  # every label present at this scale
+    image = render(labels, np.random.default_rng(1), texture_max=0.0, blur_max_vox=0.0,
+                   bias_max=0.0)
+    assert np.all(image[labels == 0] == 0)
+    for k in range(1, 7):
+        values = image[labels == k]
+        assert values.min() == values.max() and 50 <= values[0] <= 1000
+    scan = synthetic_scan((20, 16, 12), 2.5, np.random.default_rng(2), n_labels=4)
+    again = synthetic_scan((20, 16, 12), 2.5, np.random.default_rng(2), n_labels=4)
+    assert scan.GetSize() == (20, 16, 12) and scan.GetSpacing() == (2.5, 2.5, 2.5)
+    assert np.array_equal(sitk.GetArrayViewFromImage(scan), sitk.GetArrayViewFromImage(again))

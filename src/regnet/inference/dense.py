@@ -19,7 +19,7 @@ from torch import nn
 
 # at most this many centres per axis in one tile: each tile recomputes its halo (14 voxels at
 # full resolution, 13 at half), so larger tiles waste less. 80 (one tile for the 2 mm grid of a
-# 256x256x160 image at 1 mm) against 40: 8.5 -> 6.6 s per pass, peak RSS 0.9 -> 1.2 GB.
+# 256x256x160 image at 1 mm) against 40: 8.8 -> 6.5 s per pass, peak RSS 0.9 -> 1.2 GB.
 TILE = 80
 
 def _reach(multi: bool, radius_full: int = 14, radius_low: int = 26) -> int:

@@ -143,14 +143,16 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     three seed fields from 2.66 / 2.62 / 1.61 to 2.36 / 2.31 / 1.42 mm.
 
     ``chain``: ``always`` runs every stage. ``auto`` (for a multi-stage model's own stages)
-    runs the first stage at the finest spacing both alone and after the coarser stages (once,
-    when the guard dropped every coarser stage), keeps whichever result has the higher NCC on
-    the finest grid (both logged), and then runs any
+    runs the first stage at the finest spacing both alone and after the coarser stages, keeps
+    whichever result has the higher NCC on the finest grid (both logged), and then runs any
     refinement stage (a later stage at the finest spacing) once, on the field kept: coarse
     stages help large motion but cost accuracy on small motion (the demo's 6.2 mm field:
     0.41 mm alone, 1.60 mm through the chain), and the size of the finest stage's own
     prediction does not tell the two apart (a 6.2 mm and a 25 mm field both gave a 99.9th
-    percentile near 6 mm)."""
+    percentile near 6 mm). The finest stage runs once, after the coarser stages, when the
+    guard dropped them all (the two candidates are then one), or when their field's 99th
+    percentile of ``|u|`` exceeds the range the finest stage was trained on (alone it could
+    not recover that motion; on the held-out chest CT such cases always kept the chain)."""
     if chain not in CHAINS:
         raise UsageError(f"--chain {chain!r}: choose one of {CHAINS}")
     plan = stage_plan(loaded, spacings_mm)
@@ -162,9 +164,14 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     else:
         coarse = _run_plan(plan[:first], *args)
         full = _run_plan(plan[first:first + 1], *args, start=coarse)
-        if any(r.kept for r in coarse[2]):
-            log.info("coarse stages: 99th percentile of |u| %.1f mm",
-                     float(np.percentile(np.linalg.norm(coarse[0], axis=-1), 99)))
+        trained = plan[first][1].trained_range_mm
+        reach = (float(np.percentile(np.linalg.norm(coarse[0], axis=-1), 99))
+                 if any(r.kept for r in coarse[2]) else None)
+        if reach is not None and reach > trained:
+            log.info("the coarser stages' field reaches %.1f mm (99th percentile of |u|), beyond "
+                     "the finest stage's trained %g mm: kept without trying that stage alone",
+                     reach, trained)
+        elif reach is not None:
             alone = _run_plan(plan[first:first + 1], *args)
             norm = plan[first][1].config.sampling.normalization
             scores = [_final_ncc(fixed, moving, u, grid, background, global_transform, norm)
