@@ -118,3 +118,16 @@ def test_vtk_landmarks_by_hand(tmp_path):
     np.testing.assert_allclose(read_landmarks(path), [[1, 2, 3], [4.5, 5, 6], [7, 8, 9.25]])
     path.write_text("ASCII\nPOINTS 1 float\n1,2 3 4\n")  # found by fuzzing: a reshape crash
     np.testing.assert_allclose(read_landmarks(path), [[1, 2, 3]])
+
+
+def test_report_slices_pass_through_the_largest_motion():
+    """The report's slices cross where |u| is largest (a 5 mm block around voxel
+    (z, y, x) = (21, 31, 11) of a zero field), found on every second voxel; in 2D alike."""
+    from regnet.reporting.report import largest_motion_voxel
+
+    dvf = np.zeros((40, 50, 30, 3), np.float32)
+    dvf[18:25, 28:35, 8:15, 2] = 5.0
+    assert np.abs(np.subtract(largest_motion_voxel(dvf), (21, 31, 11))).max() <= 1
+    flat = np.zeros((50, 30, 2), np.float32)
+    flat[20:27, 12:19, 0] = 5.0
+    assert largest_motion_voxel(flat) == (23, 15)

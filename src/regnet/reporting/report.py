@@ -17,9 +17,13 @@ from regnet.reporting.figures import checkerboard, orthogonal_slices, plt, save_
 
 
 def largest_motion_voxel(dvf_mm: np.ndarray) -> tuple[int, ...]:
-    """Array index of the largest |u| after smoothing over ~4 voxels: where slices show most."""
-    magnitude = gaussian_filter(np.linalg.norm(dvf_mm, axis=-1), 4.0)
-    return np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
+    """Array index of the largest |u| after smoothing over ~4 voxels: where slices show most.
+    Found on every second voxel per axis (an eighth of the work in 3D)."""
+    step = 2 if dvf_mm.ndim == 4 else 1
+    coarse = dvf_mm[(slice(None, None, step),) * (dvf_mm.ndim - 1)]
+    magnitude = gaussian_filter(np.linalg.norm(coarse, axis=-1), 4.0 / step)
+    index = np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
+    return tuple(min(step * int(i), n - 1) for i, n in zip(index, dvf_mm.shape, strict=False))
 
 
 def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
@@ -28,28 +32,45 @@ def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
     """Rows: fixed, moving, moved, |fixed - moving|, |fixed - moved|, |u|, Jacobian,
     checkerboard(fixed, moved), then ``extra_rows`` ``(title, volume (D, H, W), cmap,
     (vmin, vmax) or None)``; one column per orthogonal slice, through the voxel of largest
-    motion."""
+    motion. Everything shown is computed on those slices only; display ranges come from every
+    second voxel per axis."""
     out = Path(out)
     spacing = fixed.GetSpacing()
     if not same_grid(moving, fixed):  # show the moving image on the fixed grid
         moving = resample_to_grid(moving, fixed)
-    f, m, w = (sitk.GetArrayFromImage(x) for x in (fixed, moving, moved))
-    lo, hi = np.percentile(f, [1, 99])
-    diff_max = max(float(np.percentile(np.abs(f - m), 99)),
-                   float(np.percentile(np.abs(f - w), 99)), 1e-6)  # one scale, before and after
-    rows = [("fixed", f, "gray", (lo, hi)), ("moving", m, "gray", (lo, hi)),
-            ("moved", w, "gray", (lo, hi)),
-            ("|fixed - moving|", np.abs(f - m), "magma", (0, diff_max)),
-            ("|fixed - moved|", np.abs(f - w), "magma", (0, diff_max)),
-            ("|u| (mm)", np.linalg.norm(dvf_mm, axis=-1), "jet", None),
-            ("Jacobian det", jacobian, "RdBu_r", (0.0, 2.0)),
-            ("checkerboard fixed/moved", None, "gray", (lo, hi)), *extra_rows]
+    f, m, w = (sitk.GetArrayViewFromImage(x) for x in (fixed, moving, moved))
     centre = largest_motion_voxel(dvf_mm) if f.ndim == 3 else None
 
     def cut(volume):
         return orthogonal_slices(volume, spacing, centre)
 
-    columns = len(cut(f))
+    sample = (slice(None, None, 2),) * f.ndim
+    fs, ms, ws = (a[sample].astype(np.float32) for a in (f, m, w))
+    lo, hi = np.percentile(fs, [1, 99])
+    diff_max = max(float(np.percentile(np.abs(fs - ms), 99)),
+                   float(np.percentile(np.abs(fs - ws), 99)), 1e-6)  # one scale, before and after
+
+    def sliced(volume):
+        return [(name, np.asarray(image, np.float32), aspect)
+                for name, image, aspect in cut(volume)]
+
+    def combine(op, *volumes):  # op applied slice by slice
+        return [(parts[0][0], op(*(p[1] for p in parts)), parts[0][2])
+                for parts in zip(*map(sliced, volumes), strict=True)]
+
+    rows = [("fixed", sliced(f), "gray", (lo, hi)), ("moving", sliced(m), "gray", (lo, hi)),
+            ("moved", sliced(w), "gray", (lo, hi)),
+            ("|fixed - moving|", combine(lambda a, b: np.abs(a - b), f, m), "magma",
+             (0, diff_max)),
+            ("|fixed - moved|", combine(lambda a, b: np.abs(a - b), f, w), "magma",
+             (0, diff_max)),
+            ("|u| (mm)", combine(lambda u: np.linalg.norm(u, axis=-1), dvf_mm), "jet", None),
+            ("Jacobian det", sliced(jacobian), "RdBu_r", (0.0, 2.0)),
+            ("checkerboard fixed/moved", combine(checkerboard, f, w), "gray", (lo, hi)),
+            *[(title, sliced(volume), cmap, limits) for title, volume, cmap, limits
+              in extra_rows]]
+
+    columns = len(rows[0][1])
     if columns == 1:  # 2D: the panels on rows of 4
         n_rows = -(-len(rows) // 4)
         fig, grid = plt.subplots(n_rows, 4, figsize=(13, 3.2 * n_rows), squeeze=False)
@@ -59,17 +80,14 @@ def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
     else:
         fig, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 2.6 * len(rows)),
                                  squeeze=False)
-    for r, (title, volume, cmap, limits) in enumerate(rows):
-        if volume is None:
-            slices = [(n, checkerboard(a, b), asp) for (n, a, asp), (_, b, _) in
-                      zip(cut(f), cut(w), strict=True)]
-        else:
-            slices = cut(volume)
+    for r, (title, slices, cmap, limits) in enumerate(rows):
         for c, (name, image, aspect) in enumerate(slices):
             ax = axes[r, c]
             vmin, vmax = limits if limits else (0, float(image.max()) or 1.0)
             shown = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect)
             ax.set_title(f"{title} - {name}", fontsize=8)
+            ax.set_xticks([])  # no ticks to lay out (half the drawing time of the figure)
+            ax.set_yticks([])
             ax.axis("off")
             if cmap != "gray":
                 fig.colorbar(shown, ax=ax, fraction=0.046)
