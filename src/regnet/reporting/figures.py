@@ -16,10 +16,10 @@ from regnet.io.atomic import atomic_path  # noqa: E402
 
 def orthogonal_slices(volume: np.ndarray, spacing_xyz, centre_zyx=None
                       ) -> list[tuple[str, np.ndarray, float]]:
-    """Axial, coronal and sagittal slices of ``(D, H, W)`` through ``centre_zyx`` (default the
-    middle voxel), or the image itself in 2D, each with its display aspect ratio (row spacing
-    / column spacing)."""
-    if volume.ndim == 2:
+    """Axial, coronal and sagittal slices of ``(D, H, W[, C])`` through ``centre_zyx`` (default
+    the middle voxel), or the image ``(H, W[, C])`` itself in 2D (two spacings), each with its
+    display aspect ratio (row spacing / column spacing)."""
+    if len(spacing_xyz) == 2:
         return [("slice", volume, spacing_xyz[1] / spacing_xyz[0])]
     d, h, w = centre_zyx if centre_zyx is not None else [n // 2 for n in volume.shape[:3]]
     sx, sy, sz = spacing_xyz
