@@ -18,6 +18,23 @@ from regnet.io.atomic import atomic_path
 from regnet.synthesis.labelmaps import synthetic_scan
 
 
+def write_synthetic_scans(out, count: int = 8, size_xyz=(112, 112, 96), spacing_mm: float = 2.0,
+                          labels: int = 16, seed: int = 0) -> list[Path]:
+    """Write ``count`` scans into ``out`` (kept where they exist: a rerun resumes)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in tqdm(range(count), desc="synthetic scans"):
+        path = out / f"synthetic_{seed}_{k:03d}.nii.gz"
+        if not path.exists():
+            image = synthetic_scan(size_xyz, spacing_mm, np.random.default_rng([seed, k]),
+                                   labels)
+            with atomic_path(path) as tmp:
+                sitk.WriteImage(image, str(tmp))
+        paths.append(path)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out")
@@ -27,17 +44,8 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for k in tqdm(range(args.count), desc="synthetic scans"):
-        path = out / f"synthetic_{args.seed}_{k:03d}.nii.gz"
-        if path.exists():
-            continue  # resumes
-        image = synthetic_scan(args.size, args.spacing, np.random.default_rng([args.seed, k]),
-                               args.labels)
-        with atomic_path(path) as tmp:
-            sitk.WriteImage(image, str(tmp))
-    print(f"{args.count} synthetic scans in {out}")
+    write_synthetic_scans(args.out, args.count, args.size, args.spacing, args.labels, args.seed)
+    print(f"{args.count} synthetic scans in {args.out}")
 
 
 if __name__ == "__main__":
