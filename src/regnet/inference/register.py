@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DVF_FORMATS = ("nii", "nii.gz", "mha")  # "nii": default, by benchmarks/dvf_formats.py
 BYTES_PER_VOXEL = (200, 150)  # peak memory per voxel of the fixed grid and of the model grid
+BASE_GB = 2.0  # plus the interpreter and one full tile (79³ centres: 2.5 GB peak RSS in all)
 SMOOTH_VOX = 2.0  # no folding, equal or lower error: benchmarks/README.md "Folding"
 
 
@@ -109,7 +110,7 @@ def check_memory(fixed: sitk.Image, spacing_mm: float, limit_gb: float | None, n
     n_fixed = float(np.prod(fixed.GetSize()))
     n_model = float(np.prod(np.asarray(fixed.GetSize()) * np.asarray(fixed.GetSpacing())
                             / spacing_mm))
-    need_gb = (BYTES_PER_VOXEL[0] * n_fixed + BYTES_PER_VOXEL[1] * n_model) / 2**30 + 0.5
+    need_gb = (BYTES_PER_VOXEL[0] * n_fixed + BYTES_PER_VOXEL[1] * n_model) / 2**30 + BASE_GB
     limit = available_memory_gb() if limit_gb is None else limit_gb
     if limit is not None and need_gb > limit:
         raise fail(name, f"too big for the memory limit: registering {fixed.GetSize()} voxels "
