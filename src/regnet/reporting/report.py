@@ -23,7 +23,7 @@ def largest_motion_voxel(dvf_mm: np.ndarray) -> tuple[int, ...]:
     coarse = dvf_mm[(slice(None, None, step),) * (dvf_mm.ndim - 1)]
     magnitude = gaussian_filter(np.linalg.norm(coarse, axis=-1), 4.0 / step)
     index = np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
-    return tuple(min(step * int(i), n - 1) for i, n in zip(index, dvf_mm.shape, strict=False))
+    return tuple(step * int(i) for i in index)
 
 
 def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
@@ -54,19 +54,22 @@ def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
         return [(name, np.asarray(image, np.float32), aspect)
                 for name, image, aspect in cut(volume)]
 
-    def combine(op, *volumes):  # op applied slice by slice
+    def combine(op, *slice_lists):  # op applied slice by slice
         return [(parts[0][0], op(*(p[1] for p in parts)), parts[0][2])
-                for parts in zip(*map(sliced, volumes), strict=True)]
+                for parts in zip(*slice_lists, strict=True)]
 
-    rows = [("fixed", sliced(f), "gray", (lo, hi)), ("moving", sliced(m), "gray", (lo, hi)),
-            ("moved", sliced(w), "gray", (lo, hi)),
-            ("|fixed - moving|", combine(lambda a, b: np.abs(a - b), f, m), "magma",
-             (0, diff_max)),
-            ("|fixed - moved|", combine(lambda a, b: np.abs(a - b), f, w), "magma",
-             (0, diff_max)),
-            ("|u| (mm)", combine(lambda u: np.linalg.norm(u, axis=-1), dvf_mm), "jet", None),
+    def difference(a, b):
+        return np.abs(a - b)
+
+    f_cut, m_cut, w_cut = (sliced(a) for a in (f, m, w))
+    rows = [("fixed", f_cut, "gray", (lo, hi)), ("moving", m_cut, "gray", (lo, hi)),
+            ("moved", w_cut, "gray", (lo, hi)),
+            ("|fixed - moving|", combine(difference, f_cut, m_cut), "magma", (0, diff_max)),
+            ("|fixed - moved|", combine(difference, f_cut, w_cut), "magma", (0, diff_max)),
+            ("|u| (mm)", combine(lambda u: np.linalg.norm(u, axis=-1), sliced(dvf_mm)), "jet",
+             None),
             ("Jacobian det", sliced(jacobian), "RdBu_r", (0.0, 2.0)),
-            ("checkerboard fixed/moved", combine(checkerboard, f, w), "gray", (lo, hi)),
+            ("checkerboard fixed/moved", combine(checkerboard, f_cut, w_cut), "gray", (lo, hi)),
             *[(title, sliced(volume), cmap, limits) for title, volume, cmap, limits
               in extra_rows]]
 
