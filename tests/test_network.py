@@ -68,6 +68,14 @@ def test_dense_prediction_equals_per_patch_prediction(dim, multi):
     coarse = predict_dense(net, moving, fixed, torch.device("cpu"), multi=multi, tile=4)
     even = tuple(slice(0, None, 2) for _ in range(dim))
     np.testing.assert_allclose(coarse[even], dense[even], atol=1e-4)
+    # every second of those centres (4 voxels apart; the head's last 3x3 convolution strides),
+    # tiles of an odd size rounded to start on that lattice, and linear interpolation between
+    sparse = predict_dense(net, moving, fixed, torch.device("cpu"), multi=multi, tile=3,
+                           phases="sparse")
+    every4 = tuple(slice(0, None, 4) for _ in range(dim))
+    np.testing.assert_allclose(sparse[every4], dense[every4], atol=1e-4)
+    origin, four, two = ((0,) * dim, (4,) + (0,) * (dim - 1), (2,) + (0,) * (dim - 1))
+    np.testing.assert_allclose(sparse[two], (dense[origin] + dense[four]) / 2, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["regnet_multi", "unet"])

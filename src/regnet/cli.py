@@ -65,7 +65,7 @@ def _register(args) -> int:
     options = {"report": not args.no_report, "dvf_format": args.dvf_format,
                "series": args.series, "max_memory_gb": args.max_memory_gb,
                "stages": args.stages, "prealign_kind": args.prealign, "guard": not args.no_guard,
-               "smooth_vox": args.smooth, "chain": args.chain}
+               "smooth_vox": args.smooth, "chain": args.chain, "phases": args.phases}
     if args.pairs:
         if args.fixed or args.moving or args.fixed_mask:
             raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask; give one or the "
@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-stage models: auto runs the finest stage alone and after the "
                         "coarser ones, keeps the result with the higher NCC, then refines it; "
                         "always: the chain only")
+    p.add_argument("--phases", default="one", choices=["one", "sparse", "all"],
+                   help="where the seed network predicts before linear interpolation: every "
+                        "2nd voxel per axis (one, the default), every 4th at stages of at most "
+                        "2 mm (sparse: 7%% faster per pass, 0.03 mm less accurate on MR) or "
+                        "every voxel (all: exact, 2^n times one's time)")
     p.add_argument("--model", help="model name or checkpoint path (default: the shipped "
                    "model the images call for: CT or MR in 3D, chosen from their intensities "
                    "and logged; the 2D model in 2D; see `regnet models`)")

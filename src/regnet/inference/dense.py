@@ -4,8 +4,10 @@ The network is fully convolutional: on a full-resolution input of ``29 + 2(m-1)`
 low-resolution input of ``27 + (m-1)`` voxels per axis it predicts the displacement of ``m``
 centres spaced 2 voxels apart, exactly as ``m`` separate patches would. We predict on the lattice
 of even voxels (one "phase") and interpolate linearly to every voxel; ``phases="all"`` predicts
-all ``2^n`` phases instead (exact, ``2^n`` times the work). The interpolation's cost in endpoint
-error is measured by ``benchmarks/interpolation.py``.
+all ``2^n`` phases instead (exact, ``2^n`` times the work), ``phases="sparse"`` every second
+centre of one phase (4 voxels apart: the head's last 3x3 convolution strides, and it and the
+1x1 layers after it do 1/2^n of their work). The interpolation's cost in endpoint error is
+measured by ``benchmarks/interpolation.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 # full resolution, 13 at half), so larger tiles waste less. 80 (one tile for the 2 mm grid of a
 # 256x256x160 image at 1 mm) against 40: 8.8 -> 6.5 s per pass, peak RSS 0.9 -> 1.2 GB.
 TILE = 80
+PHASES = ("all", "one", "sparse")
 
 
 def _reach(multi: bool, radius_full: int = 14, radius_low: int = 26) -> int:
@@ -30,19 +33,24 @@ def _reach(multi: bool, radius_full: int = 14, radius_low: int = 26) -> int:
 @torch.no_grad()
 def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, offset,
                     device: torch.device, tile: int = TILE, multi: bool = True,
-                    R: int = 14, Rlow: int = 26) -> np.ndarray:
-    """Predict at centres ``offset + 2k`` (k = 0..m-1 per axis) of padded arrays.
+                    R: int = 14, Rlow: int = 26, lattice_vox: int = 2) -> np.ndarray:
+    """Predict at centres ``offset + lattice_vox * k`` (k = 0..m-1 per axis) of padded
+    arrays; ``lattice_vox`` is 2 (the network's own output lattice) or 4 (every second of
+    those, :meth:`regnet.network.regnet.RegNet.forward`'s ``stride``).
 
     moving, fixed: padded ``(D, H, W)`` / ``(H, W)`` arrays with room for every patch.
     Returns ``(m_z, m_y, m_x, C)`` displacements in mm (x, y, z components).
     """
+    stride = lattice_vox // 2
     ndim = moving.ndim
     reach = _reach(multi, R, Rlow)
     counts = [(n - 2 * reach - 1 - o) // 2 + 1 for n, o in zip(moving.shape, offset, strict=True)]
-    out = np.zeros(tuple(counts) + (ndim,), np.float32)
+    out = np.zeros(tuple(-(-m // stride) for m in counts) + (ndim,), np.float32)
     pair = torch.from_numpy(np.stack([moving, fixed])[None].astype(np.float32))
-    # balanced tiles of at most `tile` centres per axis (no thin leftover tiles)
+    # balanced tiles of at most `tile` centres per axis (no thin leftover tiles), each starting
+    # on the output lattice
     steps = [-(-m // -(-m // tile)) for m in counts]
+    steps = [-(-step // stride) * stride for step in steps]
     starts = [range(0, m, step) for m, step in zip(counts, steps, strict=True)]
     for start in itertools.product(*starts):
         size = [min(step, m - s) for s, m, step in zip(start, counts, steps, strict=True)]
@@ -55,8 +63,9 @@ def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, off
             low_box = tuple(slice(c - Rlow, c + 2 * (k - 1) + Rlow + 1, 2)
                             for c, k in zip(first, size, strict=True))
             low = pair[(slice(None), slice(None)) + low_box].to(device)
-        pred = model(full, low).float()[0]  # (C, k_z, k_y, k_x)
-        target = tuple(slice(s, s + k) for s, k in zip(start, size, strict=True))
+        pred = model(full, low, stride).float()[0]  # (C, k_z, k_y, k_x)
+        target = tuple(slice(s // stride, s // stride + n) for s, n in zip(start, pred.shape[1:],
+                                                                         strict=True))
         out[target] = pred.permute(*range(1, ndim + 1), 0).cpu().numpy()
     return out
 
@@ -64,15 +73,20 @@ def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, off
 def predict_dense(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, device,
                   multi: bool = True, tile: int = TILE, phases: str = "one",
                   R: int = 14, Rlow: int = 26) -> np.ndarray:
-    """Dense ``dvf_mm`` ``(D, H, W, C)`` for normalised ``moving``/``fixed`` on one grid.
+    """Dense ``dvf_mm`` ``(D, H, W, C)`` for normalised ``moving``/``fixed`` on one grid:
+    predicted at every voxel (``phases="all"``) or every 2 (``"one"``) or 4 (``"sparse"``)
+    voxels per axis and interpolated linearly.
 
     Borders are padded by edge replication so that every voxel can be a patch centre.
     """
+    if phases not in PHASES:
+        raise ValueError(f"phases {phases!r}: choose one of {PHASES}")
     model.eval()
     shape = moving.shape
     ndim = len(shape)
     reach = _reach(multi, R, Rlow)
-    pad = [(reach, reach + 2) for _ in shape]
+    lattice_vox = 4 if phases == "sparse" else 2
+    pad = [(reach, reach + lattice_vox) for _ in shape]
     moving_p = np.pad(moving, pad, mode="edge")
     fixed_p = np.pad(fixed, pad, mode="edge")
     if phases == "all":
@@ -85,9 +99,9 @@ def predict_dense(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, devic
             region[...] = lattice[tuple(slice(0, n) for n in region.shape[:-1])]
         return dense
     lattice = predict_lattice(model, moving_p, fixed_p, (0,) * ndim, device, tile, multi,
-                              R, Rlow)
+                              R, Rlow, lattice_vox)
     grid = torch.from_numpy(lattice).permute(ndim, *range(ndim))[None]  # (1, C, m...)
-    size = [2 * (m - 1) + 1 for m in lattice.shape[:-1]]
+    size = [lattice_vox * (m - 1) + 1 for m in lattice.shape[:-1]]
     mode = "trilinear" if ndim == 3 else "bilinear"
     up = F.interpolate(grid, size=size, mode=mode, align_corners=True)[0]
     up = up.permute(*range(1, ndim + 1), 0).numpy()

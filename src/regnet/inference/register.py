@@ -140,7 +140,9 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     it still folds (False: the stages' composed field as it is). ``chain``: ``auto`` runs a
     multi-stage model's whole chain and its finest stage(s) alone and keeps the better of the two
     by NCC; ``always`` runs the chain only (:func:`regnet.inference.
-    stages.run_stages`).
+    stages.run_stages`). ``phases``: where the seed network predicts before linear
+    interpolation, every 4th voxel (``sparse``, at stages of at most 2 mm), 2nd (``one``) or
+    every voxel (``all``) per axis (:mod:`regnet.inference.dense`).
     ``series``: DICOM series UIDs to pick in folders holding several. The summary's
     ``warnings`` list the trust signals of :mod:`regnet.evaluation.trust`.
     """

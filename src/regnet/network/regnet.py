@@ -10,6 +10,7 @@ input it is fully convolutional and predicts on a stride-2 lattice of centres (s
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -74,13 +75,21 @@ class RegNet(nn.Module):
         self.fc = conv_bn_relu(c, _w(150, width), dim, kernel=1)
         self.out = _conv(dim)(_w(150, width), dim, 1)
 
-    def forward(self, full: torch.Tensor, low: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, full: torch.Tensor, low: torch.Tensor | None = None,
+                stride: int = 1) -> torch.Tensor:
+        """``stride`` 2 predicts every second centre per axis (4 voxels apart on a larger
+        input): the last 3x3 convolution strides, the 1x1 layers after it see 1/2^n of the
+        positions, and the predictions equal those at the same centres with ``stride`` 1."""
         x = self.pool(self.full_merge(self.full_paths(full)))
         if self.multi:
             if low is None:
                 raise ValueError("the multi-resolution RegNet needs the low-resolution patch")
             x = torch.cat([x, self.low_merge(self.low_paths(low))], dim=1)
-        return self.out(self.fc(self.head(x)))
+        x = self.head[:-1](x)
+        last = self.head[-1]
+        conv = F.conv3d if self.dim == 3 else F.conv2d
+        x = last[1:](conv(x, last[0].weight, last[0].bias, stride=stride))
+        return self.out(self.fc(x))
 
 
 def count_parameters(model: nn.Module) -> int:
