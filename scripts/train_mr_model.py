@@ -15,8 +15,9 @@ command.
 3. The shipped ``mr_2mm``: the first one fine-tuned on its pairs plus pairs made from 10
    synthetic scans rendered from random label maps (``scripts/synthetic_scans.py``, the
    SynthMorph idea; configs/mr_synthetic.yaml).
-4. ``mr_multistage``: ``mr_2mm`` at 8, 4 and 2 mm, then the refinement stage at 2 mm (trained
-   after step 1's ``mr_2mm``, as shipped).
+4. ``mr_multistage``: ``mr_2mm`` at 8, 4, 3, 2.5 and 2 mm, then the refinement stage at 2 mm
+   (trained after step 1's ``mr_2mm`` on what the 8, 4, 2 mm chain leaves, as shipped). The 3
+   and 2.5 mm stages (session 12) lowered the validation proxy's mean error 2.42 -> 1.90 mm.
 
 Split by subject:
 
@@ -51,7 +52,8 @@ CONFIG = ROOT / "configs" / "default_mr.yaml"
 REFINE = ROOT / "configs" / "mr_refine.yaml"
 SYNTHETIC = ROOT / "configs" / "mr_synthetic.yaml"
 SYNTHETIC_SCANS = 10
-CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm"]
+RESIDUAL_CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm"]  # what the refinement stage learns after
+CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm@3", "mr_2mm@2.5", "mr_2mm"]  # shipped before it
 TRAINING = ["fnndsc_adi_memprage_t1_head", "fnndsc_adi_t2fse_head", "niivue_otsu_t1_head",
             "niivue_flair_brain_skullstripped"]  # the last validates (val_cases in the config)
 
@@ -70,7 +72,7 @@ def ship_multistage(refine: Path) -> None:
     index["models"]["mr_multistage"] = {
         "file": target.name, "sha256": sha256(target), "modality": "MR",
         "anatomy": "head (T1, T2, FLAIR); any uncalibrated intensities",
-        "spacing": "stages 8, 4, 2 mm (mr_2mm), then a 2 mm refinement stage",
+        "spacing": "stages 8, 4, 3, 2.5, 2 mm (mr_2mm), then a 2 mm refinement stage",
         "validation": "see MODEL_CARD_MR.md (held-out head MR, liver MR, MNI152 -> Colin27)"}
     index["default_mr"] = "mr_multistage"
     INDEX.write_text(json.dumps(index, indent=1) + "\n")
@@ -103,7 +105,7 @@ def main() -> None:
     ship_2mm(run / "best.pt", f"patch EPE {best['best']:.2f} mm vs identity "
              f"{best_identity(run):.2f} (held-out subject's FLAIR, motion < 8 mm)")
     if not args.ship_only:
-        chain = pack_stages(CHAIN, work / "chain.pt")
+        chain = pack_stages(RESIDUAL_CHAIN, work / "chain.pt")
         make_residuals(work / "pairs", chain, work / "residuals", device=args.device,
                        dsmooth=[0, 2, 4, 6])
         summary = train([work / "residuals", work / "pairs"], refine, load_config(REFINE),
