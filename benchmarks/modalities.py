@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["identity", "regnet", "elastix"])
     parser.add_argument("--cases", nargs="+", default=["CT", "MR", "liver", "brain"])
     parser.add_argument("--quick", action="store_true", help="one field, one liver pair")
+    parser.add_argument("--flips", nargs="+", type=int, default=[None],
+                        help="mirrored passes per fine stage, one row each (default: the "
+                             "model's own)")
     args = parser.parse_args()
     data = Path(args.data)
     print(header())
@@ -95,11 +98,13 @@ def main() -> None:
     def methods(fixed, moving):
         if "identity" in args.methods:
             yield "identity", None, 0.0, ""
-        for name, loaded in models.items() if "regnet" in args.methods else []:
+        runs = [(n, m, f) for n, m in models.items() for f in args.flips]
+        for name, loaded, flips in runs if "regnet" in args.methods else []:
             t0 = time.perf_counter()
-            result = register(fixed, moving, model=loaded)
+            result = register(fixed, moving, model=loaded, flips=flips)
             chosen = Path(result.summary["model"]).stem
-            yield f"RegNet {name}" + (f" ({chosen})" if name == "auto" else ""), \
+            yield f"RegNet {name}" + (f" ({chosen})" if name == "auto" else "") + (
+                f" flips {flips}" if flips else ""), \
                 result.dvf_mm, time.perf_counter() - t0, "".join(
                     "y" if s["kept"] else "n" for s in result.summary["stages"])
         if "elastix" in args.methods:

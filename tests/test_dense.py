@@ -10,7 +10,7 @@ import torch
 from regnet.cli import main
 from regnet.config import config_from_dict, load_config
 from regnet.errors import RegNetError, UsageError
-from regnet.inference.dense import predict_whole
+from regnet.inference.dense import mirror_sets, predict_field, predict_whole
 from regnet.inference.models import load_model
 from regnet.inference.stages import stage_plan
 from regnet.network.unet import UNet, upsample
@@ -50,6 +50,46 @@ def test_predict_whole_pads_odd_shapes_and_is_translation_consistent():
     out = predict_whole(net, moving, moving, "cpu")
     assert out.shape == (19, 23, 17, 3)
     assert np.allclose(out, [1.0, -2.0, 0.5], atol=1e-6)
+
+
+class GradientNet(torch.nn.Module):
+    """A dense 'network' that mirroring cannot fool: component x, y, z of its field is the
+    moving image's central difference along x, y, z (edges replicated), times 1, 2, 3."""
+
+    def dense(self, pair):
+        m = torch.nn.functional.pad(pair[:, :1], (1,) * 6, mode="replicate")[0, 0]
+        dz, dy, dx = (m[2:, 1:-1, 1:-1] - m[:-2, 1:-1, 1:-1], m[1:-1, 2:, 1:-1] - m[1:-1, :-2, 1:-1],
+                      m[1:-1, 1:-1, 2:] - m[1:-1, 1:-1, :-2])
+        return torch.stack([dx, 2 * dy, 3 * dz])[None]
+
+    def eval(self):
+        return self
+
+
+@pytest.mark.parametrize("flips", [2, 4, 8])
+def test_mirrored_passes_map_back_with_negated_components(flips):
+    # a mirror-equivariant estimator gives the same field from every mirrored pass, so the
+    # average equals one pass: a wrong axis or sign would change it
+    moving = np.random.default_rng(1).random((16, 20, 12)).astype(np.float32)
+    one = predict_field(GradientNet(), "unet", moving, moving, "cpu")
+    assert np.abs(one).max() > 0.5
+    assert np.allclose(predict_field(GradientNet(), "unet", moving, moving, "cpu", flips=flips),
+                       one, atol=1e-5)
+    # a constant field is not mirror-equivariant: the mirrored passes cancel it
+    constant = UNet(dim=3, width=0.25)
+    with torch.no_grad():
+        constant.out.bias.copy_(torch.tensor([1.0, -2.0, 0.5]))
+        constant.out.weight.zero_()
+    assert np.allclose(predict_field(constant, "unet", moving, moving, "cpu", flips=flips), 0,
+                       atol=1e-6)
+    assert len(mirror_sets(3, flips)) == flips
+
+
+def test_mirror_sets_refuse_counts_that_are_not_a_group():
+    assert mirror_sets(3, 4) == [(), (0, 1), (0, 2), (1, 2)]
+    assert mirror_sets(2, 4) == [(), (0,), (1,), (0, 1)]
+    with pytest.raises(ValueError, match="choose one of"):
+        mirror_sets(2, 8)
 
 
 def test_crop_box_shifts_inside_and_pads_short_axes():

@@ -37,6 +37,11 @@ def test_register_recovers_known_dvf_and_catches_swap(trained_2d, dataset_2d):
                                                     model=run / "best.pt").dvf_mm, truth))
     assert np.mean(errors) < 0.8 * np.mean(identity)
     assert np.mean(errors) < 0.7 * np.mean(swapped)  # (moving, fixed) order matters
+    # four mirrored passes averaged (the network trained on mirrored patches): still recovered
+    fixed, moving, truth_path = held_out_pair(dataset_2d, 0)
+    mirrored = regnet.register(str(fixed), str(moving), model=run / "best.pt", flips=4)
+    assert mirrored.summary["flips"] == 4
+    assert interior_epe(mirrored.dvf_mm, read_dvf(truth_path)[0]) < 0.8 * identity[0]
 
 
 def test_cli_register_writes_itk_outputs_on_original_grid(trained_2d, dataset_2d, tmp_path):
@@ -90,6 +95,8 @@ def test_register_bad_inputs(trained_2d, dataset_2d, tmp_path, capsys):
     with pytest.raises(RegNetError, match="mask is empty"):
         regnet.register(str(fixed), str(moving), model=run / "best.pt",
                         fixed_mask=tmp_path / "mask.mha")
+    with pytest.raises(RegNetError, match=r"--flips 8: choose one of \(1, 2, 4\) for 2D"):
+        regnet.register(str(fixed), str(moving), model=run / "best.pt", flips=8)
     with pytest.raises(RegNetError, match="neither a checkpoint"):
         regnet.register(str(fixed), str(moving), model="no-such-model")
     code = main(["register", "--fixed", str(tmp_path / "gone.mha"), "--moving", str(moving),

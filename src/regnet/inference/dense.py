@@ -24,6 +24,7 @@ from torch import nn
 # 256x256x160 image at 1 mm) against 40: 8.8 -> 6.5 s per pass, peak RSS 0.9 -> 1.2 GB.
 TILE = 80
 PHASES = ("all", "one", "sparse")
+FLIPS = (1, 2, 4, 8)
 
 
 def _reach(multi: bool, radius_full: int = 14, radius_low: int = 26) -> int:
@@ -124,13 +125,45 @@ def predict_whole(model: nn.Module, moving: np.ndarray, fixed: np.ndarray,
     return np.ascontiguousarray(out.permute(*range(1, moving.ndim + 1), 0).cpu().numpy())
 
 
+def mirror_sets(ndim: int, flips: int) -> list[tuple[int, ...]]:
+    """The array axes mirrored in each of ``flips`` passes: 1 none; 2 none and all; 4 (3D)
+    none and each pair of axes (the half-turns about the three axes), (2D) every subset;
+    8 (3D) every subset."""
+    subsets = [c for k in range(ndim + 1) for c in itertools.combinations(range(ndim), k)]
+    if flips == 1:
+        return [()]
+    if flips == 2:
+        return [(), tuple(range(ndim))]
+    if flips == 4 and ndim == 3:
+        return [()] + [c for c in subsets if len(c) == 2]
+    if flips == 2**ndim:
+        return subsets
+    raise ValueError(f"flips {flips}: choose one of {FLIPS[:ndim + 1]} for {ndim}D images")
+
+
 def predict_field(model: nn.Module, network_name: str, moving: np.ndarray, fixed: np.ndarray,
                   device, multi: bool = True, tile: int = TILE, phases: str = "one",
-                  R: int = 14, Rlow: int = 26) -> np.ndarray:
+                  R: int = 14, Rlow: int = 26, flips: int = 1) -> np.ndarray:
     """Dense ``dvf_mm`` ``(D, H, W, C)`` from any network: a dense one in one pass
-    (:func:`predict_whole`), the seed's patch network on its lattice (:func:`predict_dense`)."""
+    (:func:`predict_whole`), the seed's patch network on its lattice (:func:`predict_dense`).
+
+    ``flips`` > 1 averages that many passes over mirrored copies of both images
+    (:func:`mirror_sets`), each prediction mirrored back with its mirrored components negated:
+    the networks were trained with mirrored patches (``sampling/stream.py``'s ``augment``), so
+    every pass is an equally valid estimate and their mean has less variance."""
     from regnet.network.registry import DENSE
 
-    if network_name in DENSE:
-        return predict_whole(model, moving, fixed, device)
-    return predict_dense(model, moving, fixed, device, multi, tile, phases, R, Rlow)
+    ndim = moving.ndim
+    total = np.zeros(moving.shape + (ndim,), np.float32)
+    for axes in mirror_sets(ndim, flips):
+        m = np.ascontiguousarray(np.flip(moving, axes)) if axes else moving
+        f = np.ascontiguousarray(np.flip(fixed, axes)) if axes else fixed
+        if network_name in DENSE:
+            r = predict_whole(model, m, f, device)
+        else:
+            r = predict_dense(model, m, f, device, multi, tile, phases, R, Rlow)
+        if axes:
+            r = np.flip(r, axes)
+            r[..., [ndim - 1 - a for a in axes]] *= -1  # components are (x, y, z)
+        total += r
+    return total / len(mirror_sets(ndim, flips))

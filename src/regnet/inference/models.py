@@ -19,7 +19,7 @@ from regnet.training.checkpoint import load_checkpoint, model_from_checkpoint, s
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 # {"default": 3D CT name, "default_mr": 3D MR name, "default_2d": 2D name,
-#  "models": {name: {file, sha256, modality, anatomy, spacing, validation}}}
+#  "models": {name: {file, sha256, modality, anatomy, spacing, validation[, flips]}}}
 INDEX = MODELS_DIR / "models.json"
 
 
@@ -37,6 +37,7 @@ class LoadedModel:
     intensity_p1_p99: list | None = None  # normalised percentiles of the training images
     stages: list[LoadedModel] = field(default_factory=list)
     run_spacing_mm: float | None = None  # a stage run at another spacing than it trained at
+    flips: int = 1  # mirrored passes averaged per fine stage (models.json's "flips")
 
     @property
     def stage_spacing_mm(self) -> float:
@@ -108,7 +109,7 @@ def load_model(model: str | Path | None = None, dim: int = 3) -> LoadedModel:
         stages = [_stage(p, f"{path} stage {k}", entry) for k, p in enumerate(payload["stages"])]
         finest = stages[-1]
         return LoadedModel(finest.network, finest.config, finest.spacing_mm, str(path),
-                           finest.intensity_p1_p99, stages)
+                           finest.intensity_p1_p99, stages, flips=int(entry.get("flips", 1)))
     return _from_payload(payload, str(path), entry)
 
 
@@ -139,7 +140,8 @@ def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
     run = payload.get("run_spacing_mm")
     return LoadedModel(network, config, spacing, where,
                        None if reference is None else [float(v) for v in reference],
-                       run_spacing_mm=None if run is None else float(run))
+                       run_spacing_mm=None if run is None else float(run),
+                       flips=int(entry.get("flips", 1)))
 
 
 def fold_batchnorm(network: nn.Module) -> nn.Module:

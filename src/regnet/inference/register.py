@@ -22,7 +22,7 @@ from regnet.evaluation.metrics import maps_inside
 from regnet.geometry.compose import through_global
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
-from regnet.inference.dense import TILE
+from regnet.inference.dense import FLIPS, TILE
 from regnet.inference.models import LoadedModel, choose_model, load_model
 from regnet.inference.stages import prealign, reports_as_dicts, run_stages
 from regnet.intensity import normalize
@@ -124,7 +124,8 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
              fixed_mask=None, tile: int = TILE, phases: str = "one", series=None,
              max_memory_gb: float | None = None, stages=None, prealign_kind: str = "none",
              guard: bool = True, smooth_vox: float = SMOOTH_VOX,
-             unfold_field: bool = True, chain: str = "auto") -> RegistrationResult:
+             unfold_field: bool = True, chain: str = "auto",
+             flips: int | None = None) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` in one forward pass of the network per stage.
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
@@ -142,7 +143,9 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     by NCC; ``always`` runs the chain only (:func:`regnet.inference.
     stages.run_stages`). ``phases``: where the seed network predicts before linear
     interpolation, every 4th voxel (``sparse``, at stages of at most 2 mm), 2nd (``one``) or
-    every voxel (``all``) per axis (:mod:`regnet.inference.dense`).
+    every voxel (``all``) per axis (:mod:`regnet.inference.dense`). ``flips``: mirrored
+    passes averaged at each stage of at most ``FLIPS_MAX_MM`` (1, 2, 4 or 8; None: the
+    model's own, from ``models.json``; :func:`regnet.inference.dense.predict_field`).
     ``series``: DICOM series UIDs to pick in folders holding several. The summary's
     ``warnings`` list the trust signals of :mod:`regnet.evaluation.trust`.
     """
@@ -172,6 +175,9 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
                           "the headers or pre-align the images")
     if stages is not None and (not stages or min(stages) <= 0):
         raise UsageError(f"--stages {stages}: give positive spacings in mm, e.g. 8 4 2")
+    flips = loaded.flips if flips is None else flips
+    if flips not in FLIPS[:dim + 1]:
+        raise UsageError(f"--flips {flips}: choose one of {FLIPS[:dim + 1]} for {dim}D images")
     check_memory(fixed_img, min(stages or [loaded.spacing_mm]), max_memory_gb, names[0])
     mask = load_mask(fixed_mask, fixed_img) if fixed_mask is not None else None
     dev = pick_device(device) if isinstance(device, str) else device
@@ -182,7 +188,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     transform = prealign(fixed_img, moving_img, prealign_kind)
     u_mm, grid, reports = run_stages(fixed_img, moving_img, loaded, dev, stages, background,
                                      guard, transform, tile, phases, smooth_vox,
-                                     unfold_field and smooth_vox > 0, chain)
+                                     unfold_field and smooth_vox > 0, chain, flips)
     t_net = time.perf_counter() - t1
     beyond = 1.0 - float(maps_inside(through_global(u_mm, grid, transform), grid,
                                      moving_img).mean())
@@ -224,6 +230,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
                "model_trained_range_mm": loaded.trained_range_mm, **stats,
                "beyond_moving_fraction": round(beyond, 4),
                "prealign": prealign_kind, "smooth_vox": smooth_vox, "chain": chain,
+               "flips": flips,
                "unfold": unfold_field and smooth_vox > 0,
                "stages": reports_as_dicts(reports),
                "trusted": not warnings, "warnings": warnings}

@@ -48,6 +48,10 @@ COMPOSED_SMOOTH_VOX = 2.0  # Gaussian sigma (finest-stage voxels) on a composed 
 # validation CT's seed low field, sparse at 8 and 4 mm too raised the error 1.20 -> 1.34 mm,
 # at 2 mm only 1.20 -> 1.21 (benchmarks/README.md, session 12)
 SPARSE_MAX_MM = 8.0
+# flips > 1 (mirrored passes averaged) only at stages of at most this spacing: on the MR
+# validation cases, mirroring the 8 mm stage as well raised the prostate's seed low field error
+# 2.65 -> 6.95 mm (benchmarks/README.md, session 13)
+FLIPS_MAX_MM = 4.0
 CHAINS = ("auto", "always")
 
 
@@ -134,7 +138,8 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
                spacings_mm=None, background: float = 0.0, guard: bool = True,
                global_transform: sitk.Transform | None = None, tile: int = TILE,
                phases: str = "one", smooth_vox: float = 0.0, unfold_field: bool = False,
-               chain: str = "auto") -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
+               chain: str = "auto", flips: int = 1
+               ) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
     """Run the stages coarse to fine (:func:`stage_plan`); return ``(u_mm, grid, reports)``
     with ``u`` the field found after the global transform, on the finest stage's grid (grid
     frame, mm). ``smooth_vox``: Gaussian sigma (voxels of each stage's grid) applied to every
@@ -157,12 +162,15 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     guard dropped them all (the two candidates are then one), or when their field's 99th
     percentile of ``|u|`` exceeds the range the finest stage was trained on (alone it could
     not recover that motion: on the held-out chest CT, T1 head and liver pairs, eight cases
-    take this shortcut, all with the same result as before it, one 2 mm pass fewer)."""
+    take this shortcut, all with the same result as before it, one 2 mm pass fewer).
+
+    ``flips``: mirrored passes averaged (:func:`regnet.inference.dense.predict_field`) at each
+    stage of at most ``FLIPS_MAX_MM``; coarser stages run once."""
     if chain not in CHAINS:
         raise UsageError(f"--chain {chain!r}: choose one of {CHAINS}")
     plan = stage_plan(loaded, spacings_mm)
     args = (fixed, moving, device, background, guard, global_transform, tile, phases,
-            smooth_vox)
+            smooth_vox, flips)
     first = next(i for i, (spacing, _) in enumerate(plan) if spacing == plan[-1][0])
     if chain == "always" or first == 0 or spacings_mm is not None:
         u, grid, reports = _run_plan(plan, *args)
@@ -200,7 +208,7 @@ def _final_ncc(fixed, moving, u, grid, background, global_transform, norm) -> fl
 
 
 def _run_plan(plan, fixed, moving, device, background, guard, global_transform, tile, phases,
-              smooth_vox, start=None) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
+              smooth_vox, flips, start=None) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
     """Run ``plan``'s stages from ``start`` (``(u, grid, reports)`` so far; default none)."""
     u, grid, reports = start or (None, None, [])
     reports = list(reports)
@@ -220,7 +228,7 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
         stage_phases = "one" if phases == "sparse" and 4 * spacing > SPARSE_MAX_MM else phases
         r = predict_field(model.network, name, moving_arr, fixed_arr, device,
                           multi=s.Resolution == "multi", tile=tile, phases=stage_phases, R=s.R,
-                          Rlow=s.Rlow) * scale
+                          Rlow=s.Rlow, flips=flips if spacing <= FLIPS_MAX_MM else 1) * scale
         if smooth_vox > 0 and name not in DENSE:
             r = smooth_field(r, smooth_vox)
         candidate = compose_dvfs(u, r, grid.GetSpacing())
