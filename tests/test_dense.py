@@ -58,8 +58,9 @@ class GradientNet(torch.nn.Module):
 
     def dense(self, pair):
         m = torch.nn.functional.pad(pair[:, :1], (1,) * 6, mode="replicate")[0, 0]
-        dz, dy, dx = (m[2:, 1:-1, 1:-1] - m[:-2, 1:-1, 1:-1], m[1:-1, 2:, 1:-1] - m[1:-1, :-2, 1:-1],
-                      m[1:-1, 1:-1, 2:] - m[1:-1, 1:-1, :-2])
+        dz = m[2:, 1:-1, 1:-1] - m[:-2, 1:-1, 1:-1]
+        dy = m[1:-1, 2:, 1:-1] - m[1:-1, :-2, 1:-1]
+        dx = m[1:-1, 1:-1, 2:] - m[1:-1, 1:-1, :-2]
         return torch.stack([dx, 2 * dy, 3 * dz])[None]
 
     def eval(self):
