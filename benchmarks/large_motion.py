@@ -91,6 +91,9 @@ def main() -> None:
                                                           "elastix"],
                         help="which of identity, single, multi, elastix to run")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--flips", nargs="+", type=int, default=[None],
+                        help="mirrored passes per fine stage of the multi-stage model, one row "
+                             "each (default: the model's own)")
     args = parser.parse_args()
     print(header())
     model, single = load_model(args.model), load_model(args.single)
@@ -110,7 +113,9 @@ def main() -> None:
         variants = [(f"single-stage, smoothed {args.smooth:g}", single,
                      {"smooth_vox": args.smooth})] if "single" in args.methods else []
         if "multi" in args.methods:
-            variants.append((multi, model, {"prealign_kind": args.prealign}))
+            variants += [(multi + (f", flips {flips}" if flips else ""), model,
+                          {"prealign_kind": args.prealign, "flips": flips})
+                         for flips in args.flips]
         if args.old_chain:
             variants.append(("single-stage model at 8/4/2 mm + rigid", single,
                              {"stages": (8, 4, 2), "prealign_kind": "rigid",
