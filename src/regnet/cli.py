@@ -203,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "every voxel (all: exact, 2^n times one's time)")
     p.add_argument("--flips", type=int, choices=[1, 2, 4, 8],
                    help="average this many passes over mirrored copies of the images at each "
-                        "stage of at most 4 mm (default: the model's own, 2 for the shipped "
-                        "3D defaults; 1: one pass, the fastest)")
+                        "stage of at most 4 mm (default: the model's own: 2 for the MR default, "
+                        "1 for the CT default; 1: one pass, the fastest)")
     p.add_argument("--model", help="model name or checkpoint path (default: the shipped "
                    "model the images call for: CT or MR in 3D, chosen from their intensities "
                    "and logged; the 2D model in 2D; see `regnet models`)")

@@ -155,7 +155,8 @@ def predict_field(model: nn.Module, network_name: str, moving: np.ndarray, fixed
 
     ndim = moving.ndim
     total = np.zeros(moving.shape + (ndim,), np.float32)
-    for axes in mirror_sets(ndim, flips):
+    mirrors = mirror_sets(ndim, flips)
+    for axes in mirrors:
         m = np.ascontiguousarray(np.flip(moving, axes)) if axes else moving
         f = np.ascontiguousarray(np.flip(fixed, axes)) if axes else fixed
         if network_name in DENSE:
@@ -166,4 +167,4 @@ def predict_field(model: nn.Module, network_name: str, moving: np.ndarray, fixed
             r = np.flip(r, axes)
             r[..., [ndim - 1 - a for a in axes]] *= -1  # components are (x, y, z)
         total += r
-    return total / len(mirror_sets(ndim, flips))
+    return total / len(mirrors)

@@ -50,7 +50,7 @@ COMPOSED_SMOOTH_VOX = 2.0  # Gaussian sigma (finest-stage voxels) on a composed 
 SPARSE_MAX_MM = 8.0
 # flips > 1 (mirrored passes averaged) only at stages of at most this spacing: on the MR
 # validation cases, mirroring the 8 mm stage as well raised the prostate's seed low field error
-# 2.65 -> 6.95 mm (benchmarks/README.md, session 13)
+# 2.62 -> 6.95 mm (benchmarks/README.md, session 13)
 FLIPS_MAX_MM = 4.0
 CHAINS = ("auto", "always")
 
