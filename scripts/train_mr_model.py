@@ -20,10 +20,11 @@ command.
    (seeds 0 and 1) and pairs from 24 synthetic scans, then once more from its best checkpoint
    at lr 1.5e-4 (2.6 minutes, 963 steps; validation every 200). ``--gpu-minutes 0 0`` ships
    step 3's instead.
-5. ``mr_multistage``: ``mr_2mm`` at 8, 4, 3, 2.5 and 2 mm, then the refinement stage at 2 mm
+5. ``mr_multistage``: ``mr_2mm`` at 8, 4, 3, 2.5, 2.25 and 2 mm, then the refinement stage at 2 mm
    (trained after step 1's ``mr_2mm`` on what the 8, 4, 2 mm chain leaves, as shipped). The 3
    and 2.5 mm stages (session 12) lowered the validation proxy's mean error 2.42 -> 1.90 mm;
-   two mirrored passes averaged at 4 mm and finer (``"flips": 2``, session 13) to 1.68 mm.
+   two mirrored passes averaged at 4 mm and finer (``"flips": 2``, session 13) to 1.68 mm;
+   step 4's ``mr_2mm`` to 1.54 mm, and with it the 2.25 mm stage (session 14) to 1.45 mm.
 
 Split by subject:
 
@@ -62,7 +63,7 @@ GPU = ROOT / "configs" / "mr_gpu.yaml"
 SYNTHETIC_SCANS = 10
 SYNTHETIC_SCANS_GPU = 24  # the first 10 are step 3's
 RESIDUAL_CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm"]  # what the refinement stage learns after
-CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm@3", "mr_2mm@2.5", "mr_2mm"]  # shipped before it
+CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm@3", "mr_2mm@2.5", "mr_2mm@2.25", "mr_2mm"]  # before it
 FLIPS = 2  # mirrored passes averaged at stages of 4 mm and finer: validation 1.90 -> 1.68 mm
 TRAINING = ["fnndsc_adi_memprage_t1_head", "fnndsc_adi_t2fse_head", "niivue_otsu_t1_head",
             "niivue_flair_brain_skullstripped"]  # the last validates (val_cases in the config)
@@ -82,7 +83,7 @@ def ship_multistage(refine: Path) -> None:
     index["models"]["mr_multistage"] = {
         "file": target.name, "sha256": sha256(target), "modality": "MR",
         "anatomy": "head (T1, T2, FLAIR); any uncalibrated intensities",
-        "spacing": "stages 8, 4, 3, 2.5, 2 mm (mr_2mm), then a 2 mm refinement stage; "
+        "spacing": "stages 8, 4, 3, 2.5, 2.25, 2 mm (mr_2mm), then a 2 mm refinement stage; "
                    f"{FLIPS} mirrored passes at 4 mm and finer",
         "validation": "see MODEL_CARD_MR.md (held-out head MR, liver MR, MNI152 -> Colin27)",
         "flips": FLIPS}
