@@ -12,7 +12,7 @@ command.
 2. The refinement stage: ``mr_2mm`` run at 8, 4 and 2 mm registers the pairs of Dsmooth 0, 2, 4
    and 6 (``regnet residuals``); ``mr_2mm`` is fine-tuned on what it leaves plus the original
    pairs, with displacement classes of 0.75 / 1.5 / 3 mm.
-3. The shipped ``mr_2mm``: the first one fine-tuned on its pairs plus pairs made from 10
+3. ``mr_2mm`` (shipped until session 13): the first one fine-tuned on its pairs plus pairs from 10
    synthetic scans rendered from random label maps (``scripts/synthetic_scans.py``, the
    SynthMorph idea; configs/mr_synthetic.yaml).
 4. The shipped ``mr_2mm`` (session 14): step 3's, fine-tuned on a GPU (configs/mr_gpu.yaml:
