@@ -71,7 +71,8 @@ TRAINING = ["fnndsc_adi_memprage_t1_head", "fnndsc_adi_t2fse_head", "niivue_otsu
 
 def ship_2mm(best: Path, validation: str) -> None:
     """Ship the best checkpoint's weights and config as ``mr_2mm`` and index it."""
-    ship_stage(best, "mr_2mm", modality="MR", anatomy="head (T1, T2, FLAIR)",
+    ship_stage(best, "mr_2mm", modality="MR",
+               anatomy="head (T1, T2, FLAIR), plus synthetic label-map scans",
                spacing="2 mm, one stage", validation=validation)  # pack_stages resolves it
 
 
