@@ -64,6 +64,7 @@ SYNTHETIC_SCANS = 10
 SYNTHETIC_SCANS_GPU = 24  # the first 10 are step 3's
 RESIDUAL_CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm"]  # what the refinement stage learns after
 CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm@3", "mr_2mm@2.5", "mr_2mm@2.25", "mr_2mm"]  # before it
+FINE = ["mr_2mm@1.5", "mr_2mm@1.25"]  # after it: validation 1.45 -> 1.20 mm (session 15)
 FLIPS = 2  # mirrored passes averaged at stages of 4 mm and finer: validation 1.90 -> 1.68 mm
 TRAINING = ["fnndsc_adi_memprage_t1_head", "fnndsc_adi_t2fse_head", "niivue_otsu_t1_head",
             "niivue_flair_brain_skullstripped"]  # the last validates (val_cases in the config)
@@ -77,15 +78,15 @@ def ship_2mm(best: Path, validation: str) -> None:
 
 
 def ship_multistage(refine: Path) -> None:
-    """Pack ``mr_multistage`` (the chain, then the refinement stage), index it as the MR
-    default."""
-    target = pack_stages([*CHAIN, refine], MODELS_DIR / "mr_multistage.pt")
+    """Pack ``mr_multistage`` (the chain, the refinement stage, then the finer stages), index it
+    as the MR default."""
+    target = pack_stages([*CHAIN, refine, *FINE], MODELS_DIR / "mr_multistage.pt")
     index = json.loads(INDEX.read_text())
     index["models"]["mr_multistage"] = {
         "file": target.name, "sha256": sha256(target), "modality": "MR",
         "anatomy": "head (T1, T2, FLAIR); any uncalibrated intensities",
-        "spacing": "stages 8, 4, 3, 2.5, 2.25, 2 mm (mr_2mm), then a 2 mm refinement stage; "
-                   f"{FLIPS} mirrored passes at 4 mm and finer",
+        "spacing": "stages 8, 4, 3, 2.5, 2.25, 2 mm (mr_2mm), a 2 mm refinement stage, then "
+                   f"mr_2mm at 1.5 and 1.25 mm; {FLIPS} mirrored passes at 4 mm and finer",
         "validation": "see MODEL_CARD_MR.md (held-out head MR, liver MR, MNI152 -> Colin27)",
         "flips": FLIPS}
     index["default_mr"] = "mr_multistage"
