@@ -20,11 +20,13 @@ command.
    (seeds 0 and 1) and pairs from 24 synthetic scans, then once more from its best checkpoint
    at lr 1.5e-4 (2.6 minutes, 963 steps; validation every 200). ``--gpu-minutes 0 0`` ships
    step 3's instead.
-5. ``mr_multistage``: ``mr_2mm`` at 8, 4, 3, 2.5, 2.25 and 2 mm, then the refinement stage at 2 mm
-   (trained after step 1's ``mr_2mm`` on what the 8, 4, 2 mm chain leaves, as shipped). The 3
+5. ``mr_multistage``: ``mr_2mm`` at 8, 4, 3, 2.5, 2.25 and 2 mm, the refinement stage at 2 mm
+   (trained after step 1's ``mr_2mm`` on what the 8, 4, 2 mm chain leaves, as shipped), then
+   ``mr_2mm`` at 1.5 and 1.25 mm. The 3
    and 2.5 mm stages (session 12) lowered the validation proxy's mean error 2.42 -> 1.90 mm;
    two mirrored passes averaged at 4 mm and finer (``"flips": 2``, session 13) to 1.68 mm;
-   step 4's ``mr_2mm`` to 1.54 mm, and with it the 2.25 mm stage (session 14) to 1.45 mm.
+   step 4's ``mr_2mm`` to 1.54 mm, and with it the 2.25 mm stage (session 14) to 1.45 mm;
+   ``mr_2mm`` at 1.5 and 1.25 mm after the refinement stage (session 15) to 1.18 mm.
 
 Split by subject:
 
