@@ -148,3 +148,26 @@ def test_the_default_model_is_chosen_from_the_images(tmp_path, monkeypatch, capl
         result = register(mr, mr, device="cpu")
     assert result.summary["model"].endswith("mr.pt")
     assert "model mr (no --model given): both images look like MR" in caplog.text
+
+
+@pytest.mark.skipif(models.shipped_models().get("default_mr") is None,
+                    reason="no MR default model shipped")
+def test_memory_is_estimated_at_the_finest_stage_a_model_runs(monkeypatch):
+    """The MR default's last stage runs its 2 mm network at 1.25 mm: the memory estimate must
+    use that grid, not the network's training spacing."""
+    import SimpleITK as sitk
+
+    from regnet.inference import register as reg
+
+    seen = []
+
+    def record(fixed, spacing_mm, limit_gb, name):
+        seen.append(spacing_mm)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(reg, "check_memory", record)
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((40, 40, 40), np.float32))
+    for stages, finest in ((None, 1.25), ([8, 4, 2], 2.0)):
+        with pytest.raises(RuntimeError, match="stop"):
+            reg.register(image, image, model="mr_multistage", stages=stages)
+        assert seen[-1] == finest
