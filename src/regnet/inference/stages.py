@@ -52,7 +52,6 @@ SPARSE_MAX_MM = 8.0
 # validation cases, mirroring the 8 mm stage as well raised the prostate's seed low field error
 # 2.62 -> 6.95 mm (benchmarks/README.md, session 13)
 FLIPS_MAX_MM = 4.0
-FLIPS_MIN_MM = 0.0
 CHAINS = ("auto", "always")
 
 
@@ -229,8 +228,7 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
         stage_phases = "one" if phases == "sparse" and 4 * spacing > SPARSE_MAX_MM else phases
         r = predict_field(model.network, name, moving_arr, fixed_arr, device,
                           multi=s.Resolution == "multi", tile=tile, phases=stage_phases, R=s.R,
-                          Rlow=s.Rlow, flips=flips if FLIPS_MIN_MM <= spacing <= FLIPS_MAX_MM
-                          else 1) * scale
+                          Rlow=s.Rlow, flips=flips if spacing <= FLIPS_MAX_MM else 1) * scale
         if smooth_vox > 0 and name not in DENSE:
             r = smooth_field(r, smooth_vox)
         candidate = compose_dvfs(u, r, grid.GetSpacing())
