@@ -66,7 +66,7 @@ SYNTHETIC_SCANS = 10
 SYNTHETIC_SCANS_GPU = 24  # the first 10 are step 3's
 RESIDUAL_CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm"]  # what the refinement stage learns after
 CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm@3", "mr_2mm@2.5", "mr_2mm@2.25", "mr_2mm"]  # before it
-FINE = ["mr_2mm@1.5", "mr_2mm@1.25"]  # after it: validation 1.45 -> 1.20 mm (session 15)
+FINE = ["mr_2mm@1.5", "mr_2mm@1.25"]  # after it: validation 1.45 -> 1.18 mm (session 15)
 FLIPS = 2  # mirrored passes averaged at stages of 4 mm and finer: validation 1.90 -> 1.68 mm
 TRAINING = ["fnndsc_adi_memprage_t1_head", "fnndsc_adi_t2fse_head", "niivue_otsu_t1_head",
             "niivue_flair_brain_skullstripped"]  # the last validates (val_cases in the config)
