@@ -178,11 +178,12 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     flips = loaded.flips if flips is None else flips
     if flips not in FLIPS[:dim + 1]:
         raise UsageError(f"--flips {flips}: choose one of {FLIPS[:dim + 1]} for {dim}D images")
-    finest_mm = min(stages or [m.stage_spacing_mm for m in loaded.stages or [loaded]])
+    stage_models = loaded.stages or [loaded]
+    finest_mm = min(stages or [m.stage_spacing_mm for m in stage_models])
     check_memory(fixed_img, finest_mm, max_memory_gb, names[0])
     mask = load_mask(fixed_mask, fixed_img) if fixed_mask is not None else None
     dev = pick_device(device) if isinstance(device, str) else device
-    for stage_model in loaded.stages or [loaded]:
+    for stage_model in stage_models:
         stage_model.network.to(dev)
     background = float(sitk.GetArrayViewFromImage(moving_img).min())
     t1 = time.perf_counter()
