@@ -32,7 +32,8 @@ from _env import header  # noqa: E402
 
 from regnet.config import SynthesisConfig  # noqa: E402
 from regnet.evaluation.elastix import elastix_bspline  # noqa: E402
-from regnet.evaluation.metrics import maps_inside, target_registration_error  # noqa: E402
+from regnet.evaluation.metrics import target_registration_error  # noqa: E402
+from regnet.geometry.faces import maps_inside  # noqa: E402
 from regnet.geometry.jacobian import jacobian_determinant  # noqa: E402
 from regnet.inference.models import load_model  # noqa: E402
 from regnet.inference.register import register  # noqa: E402

@@ -35,7 +35,8 @@ from large_motion import LIVER_PAIRS, folding, liver_cases  # noqa: E402
 
 from regnet.config import SynthesisConfig  # noqa: E402
 from regnet.evaluation.elastix import elastix_bspline  # noqa: E402
-from regnet.evaluation.metrics import dice, maps_inside, target_registration_error  # noqa: E402
+from regnet.evaluation.metrics import dice, target_registration_error  # noqa: E402
+from regnet.geometry.faces import maps_inside  # noqa: E402
 from regnet.geometry.warp import warp_image  # noqa: E402
 from regnet.inference.models import load_model  # noqa: E402
 from regnet.inference.register import register  # noqa: E402

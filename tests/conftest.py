@@ -59,11 +59,15 @@ def dataset_2d(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained_2d(dataset_2d, tmp_path_factory):
-    """A small 2D RegNet trained for about a minute on CPU: ``(run folder, summary)``."""
-    from regnet.training.trainer import train
-    from tests.helpers import config_2d
+def trained_2d(tmp_path_factory):
+    """The committed small 2D RegNet (recipe: ``python -m tests.make_model_2d``), in a run
+    folder as training leaves it: ``(run folder, checkpoint)``. Loading it instead of training
+    keeps the registration tests' verdicts off the CPU's floating-point path."""
+    import shutil
+
+    from regnet.training.checkpoint import load_checkpoint
+    from tests.make_model_2d import MODEL_2D
 
     run = tmp_path_factory.mktemp("run2d")
-    summary = train([dataset_2d], run, config_2d(steps=1000, val_every=250), seed=0)
-    return run, summary
+    shutil.copyfile(MODEL_2D, run / "best.pt")
+    return run, load_checkpoint(MODEL_2D)

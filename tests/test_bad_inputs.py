@@ -417,7 +417,40 @@ ROWS = [
     ("scalar image as DVF", lambda c, m: ["evaluate", "--dvf", c.fixed], 1,
      "has 1 components per voxel; a 2D displacement field needs 2"),
     ("true DVF on another grid", lambda c, m: _grids_differ(c), 1, "true DVF grid .* differs"),
+    # --- apply
+    ("apply: scalar image as DVF", lambda c, m: _apply(c, c.fixed, "--image", c.moving), 1,
+     "has 1 components per voxel; a 2D displacement field needs 2"),
+    ("apply: 3D image through a 2D field", lambda c, m: _apply(c, _field(c), "--image",
+                                                               c.fixed3d), 1,
+     r"is 3D but the field .* is 2D"),
+    ("apply: label map with float values", lambda c, m: _apply(
+        c, _field(c), "--image", c.fixed, "--interpolation", "label"), 1,
+     "is not a label map: it holds non-integer values"),
+    ("apply: label map with two components", lambda c, m: _apply(
+        c, _field(c), "--image", c.image("v.mha", np.zeros((84, 90, 2)), vector=True),
+        "--interpolation", "label"), 1, "has 2 components per voxel; a label map has one"),
+    ("apply: 3D points through a 2D field", lambda c, m: _apply(
+        c, _field(c), "--points", c.text("p.csv", "1 2 3\n"), out="o.csv"), 1,
+     "landmarks have 3 coordinates each; the image is 2D"),
+    ("apply: unknown landmark format", lambda c, m: _apply(
+        c, _field(c), "--points", c.text("p.csv", "1 2\n"), out="o.xyz"), 1,
+     "unknown landmark format '.xyz'"),
+    ("apply: DIR-Lab output without its image", lambda c, m: _apply(
+        c, _field(c), "--points", c.text("p.csv", "1 2\n"), out="o.txt"), 1,
+     "DIR-Lab voxel landmarks need the image they index"),
+    ("apply: --invert with --inverse", lambda c, m: _apply(c, _field(c), "--invert",
+                                                            "--inverse"), 2,
+     "--invert writes the inverse field; --inverse applies it"),
 ]
+
+
+def _field(c: Ctx) -> str:
+    """A 2D zero displacement field on the good pair's grid."""
+    return c.image("u.mha", np.zeros((84, 90, 2)), vector=True)
+
+
+def _apply(c: Ctx, dvf: str, *extra, out="o.mha") -> list:
+    return ["apply", "--dvf", dvf, *extra, "--out", str(c.tmp / out)]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import SimpleITK as sitk
 
 from regnet.cli import main
 from regnet.errors import RegNetError
-from regnet.evaluation.metrics import dice, endpoint_error, maps_inside, target_registration_error
+from regnet.evaluation.metrics import dice, endpoint_error, target_registration_error
+from regnet.geometry.faces import maps_inside
 from regnet.io.dvf import write_dvf
 from regnet.io.landmarks import read_landmarks
 from tests.conftest import make_image, smooth_volume

@@ -24,22 +24,26 @@ def interior_epe(dvf, truth, margin=20):
 
 
 def test_register_recovers_known_dvf_and_catches_swap(trained_2d, dataset_2d):
+    """The network's own answer (no guard): with the committed model 0.42 of the identity's
+    error, and 0.23 of the swapped order's. The guard is judged in tests/test_stages.py; here
+    its NCC would drop the stage on the other two field kinds (D1, D2), where EPE falls."""
     run, _ = trained_2d
     errors, identity, swapped = [], [], []
     for d in (0, 1, 2):
         fixed, moving, truth_path = held_out_pair(dataset_2d, d)
         truth, _ = read_dvf(truth_path)
-        result = regnet.register(str(fixed), str(moving), model=run / "best.pt")
+        result = regnet.register(str(fixed), str(moving), model=run / "best.pt", guard=False)
         assert result.dvf_mm.shape == truth.shape
         errors.append(interior_epe(result.dvf_mm, truth))
         identity.append(interior_epe(np.zeros_like(truth), truth))
-        swapped.append(interior_epe(regnet.register(str(moving), str(fixed),
+        swapped.append(interior_epe(regnet.register(str(moving), str(fixed), guard=False,
                                                     model=run / "best.pt").dvf_mm, truth))
-    assert np.mean(errors) < 0.8 * np.mean(identity)
-    assert np.mean(errors) < 0.7 * np.mean(swapped)  # (moving, fixed) order matters
+    assert np.mean(errors) < 0.6 * np.mean(identity)
+    assert np.mean(errors) < 0.5 * np.mean(swapped)  # (moving, fixed) order matters
     # four mirrored passes averaged (the network trained on mirrored patches): still recovered
     fixed, moving, truth_path = held_out_pair(dataset_2d, 0)
-    mirrored = regnet.register(str(fixed), str(moving), model=run / "best.pt", flips=4)
+    mirrored = regnet.register(str(fixed), str(moving), model=run / "best.pt", flips=4,
+                               guard=False)
     assert mirrored.summary["flips"] == 4
     assert interior_epe(mirrored.dvf_mm, read_dvf(truth_path)[0]) < 0.8 * identity[0]
 

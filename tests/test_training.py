@@ -14,18 +14,58 @@ import torch
 from regnet.errors import RegNetError
 from regnet.training.checkpoint import load_checkpoint
 from regnet.training.trainer import learning_rate, train
+from regnet.training.validation import draw_validation_centres, validate
 from tests.helpers import config_2d
 
 
-def test_learning_beats_identity_on_held_out_case(trained_2d):
-    run, summary = trained_2d
-    val = summary["validation"]
-    assert summary["steps"] == 1000
-    assert summary["best_val_epe_mm"] < 0.8 * val["epe_identity"]
-    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+def test_committed_model_beats_identity_on_held_out_case(trained_2d, dataset_2d):
+    """The committed test model (2,000 steps of ``tests.make_model_2d``) on the held-out case5
+    patches: its recipe printed 1.30 mm against the identity's 2.70 mm."""
+    from regnet.inference.models import load_model
+    from regnet.sampling.stream import read_manifests
+
+    run, checkpoint = trained_2d
+    loaded = load_model(run / "best.pt")
+    pairs = [p for p in read_manifests([dataset_2d]) if p.case == "case5"]
+    sampling = loaded.config.sampling
+    centres = draw_validation_centres(pairs, sampling, seed=0)
+    val = validate(loaded.network, pairs, centres, sampling, torch.device("cpu"))
+    assert checkpoint["step"] == 2000
+    assert val["epe"] < 0.6 * val["epe_identity"]
+    assert val["epe_identity"] == pytest.approx(2.70, abs=0.3)  # the recipe's held-out pairs
     for c in range(3):
         assert f"epe_class{c}" in val
+
+
+def test_training_fits_a_fixed_batch_and_logs(dataset_2d, tmp_path):
+    """Learning itself, judged where no floating-point path can change the verdict: 60 Adam
+    steps on one fixed batch of 32 patches cut the Huber loss at least threefold (a network
+    that does not learn keeps it), and a short run writes checkpoints and TensorBoard."""
+    from regnet.network import build_network
+    from regnet.sampling.stream import PatchStream, read_manifests
+
+    torch.manual_seed(0)
+    config = config_2d()
+    pairs = [p for p in read_manifests([dataset_2d]) if p.case == "case0"]
+    batch = next(iter(PatchStream(pairs, config.sampling, batch_size=32, seed=0)))
+    net = build_network(config.network)
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+
+    def loss():
+        pred = net(batch.full, batch.low).flatten(1)
+        return torch.nn.functional.huber_loss(pred, batch.target, delta=1.0)
+
+    first = float(loss().detach())
+    for _ in range(60):
+        optimizer.zero_grad()
+        value = loss()
+        value.backward()
+        optimizer.step()
+    assert float(loss().detach()) < first / 3
+    summary = train([dataset_2d], tmp_path / "run", config_2d(steps=20, val_every=20), seed=0)
+    assert summary["steps"] == 20 and np.isfinite(summary["best_val_epe_mm"])
+    assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "last.pt").is_file()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_cosine_schedule_by_hand():

@@ -9,6 +9,7 @@ import re
 import sys
 
 from regnet.errors import RegNetError, UsageError
+from regnet.geometry.warp import INTERPOLATORS
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -66,11 +67,11 @@ def _register(args) -> int:
                "series": args.series, "max_memory_gb": args.max_memory_gb,
                "stages": args.stages, "prealign_kind": args.prealign, "guard": not args.no_guard,
                "smooth_vox": args.smooth, "chain": args.chain, "phases": args.phases,
-               "flips": args.flips}
+               "flips": args.flips, "inverse": args.inverse}
     if args.pairs:
-        if args.fixed or args.moving or args.fixed_mask:
-            raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask; give one or the "
-                             "other")
+        if args.fixed or args.moving or args.fixed_mask or args.transform_out:
+            raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask/--transform-out; "
+                             "give one or the other")
         from regnet.inference.batch import register_batch
 
         summary = register_batch(args.pairs, args.out, model=args.model, device=args.device,
@@ -84,9 +85,16 @@ def _register(args) -> int:
     from regnet.inference.register import register_files
 
     result = register_files(args.fixed, args.moving, args.out, model=args.model,
-                            fixed_mask=args.fixed_mask, device=args.device, **options)
+                            fixed_mask=args.fixed_mask, device=args.device,
+                            transform_out=args.transform_out, **options)
     print(json.dumps(result.summary, indent=1))
     return 0
+
+
+def _apply(args) -> int:
+    from regnet.propagate import apply_command
+
+    return apply_command(args)
 
 
 def _evaluate(args) -> int:
@@ -210,9 +218,37 @@ def build_parser() -> argparse.ArgumentParser:
                    "and logged; the 2D model in 2D; see `regnet models`)")
     p.add_argument("--fixed-mask", help="report Jacobian statistics inside this mask")
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-report", action="store_true", help="skip report.png / report.html")
+    p.add_argument("--inverse", action="store_true",
+                   help="also write inverse_dvf.<fmt>, the inverse field on the moving grid "
+                        "(moving points into the fixed image), and its consistency")
+    p.add_argument("--transform-out", metavar="FILE",
+                   help="also write the field as an ITK DisplacementFieldTransform file "
+                        "(.h5 or .tfm; 3D Slicer, ANTs, SimpleITK's ReadTransform)")
     p.set_defaults(func=_register)
+
+    p = sub.add_parser("apply", help="carry a registration to an image, a label map or "
+                       "points, or invert it")
+    p.add_argument("--dvf", required=True, help="the DVF that `regnet register` wrote")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", help="an image in moving space (any grid), resampled onto "
+                      "the field's grid: out(x) = image(x + u(x))")
+    what.add_argument("--points", help="fixed-space points (.pts, .csv in mm, DIR-Lab .txt, "
+                      ".vtk), mapped into moving space: p + u(p)")
+    what.add_argument("--invert", action="store_true",
+                      help="write the inverse field (on --moving-grid) to --out")
+    p.add_argument("--out", required=True, help="output image, landmark file (format from "
+                   "its suffix: .pts, .csv, .txt, .vtk) or inverse field")
+    p.add_argument("--interpolation", default="linear", choices=list(INTERPOLATORS),
+                   help="label: per-label linear interpolation for label maps, no new values, "
+                        "pixel type kept (default linear)")
+    p.add_argument("--default", type=float, help="value where the image has nothing "
+                   "(default: 0 for label and nearest, else the image's minimum)")
+    p.add_argument("--inverse", action="store_true", help="go the other way: fixed-space "
+                   "images onto the moving grid, moving-space points into fixed space")
+    p.add_argument("--moving-grid", metavar="IMAGE", help="the moving image: the grid of the "
+                   "inverse, and of DIR-Lab .txt output points (default: the field's grid)")
+    p.set_defaults(func=_apply)
 
     p = sub.add_parser("evaluate", help="endpoint error, TRE, Jacobian, Dice of a DVF")
     p.add_argument("--dvf", required=True, help="DVF (ITK displacement field, mm)")

@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from regnet.errors import RegNetError
+from regnet.geometry.warp import map_points
 from regnet.sampling.classes import NO_CLASS, voxel_classes
 
 SEED_THRESHOLDS_MM = (1.5, 4.0, 8.0)
@@ -53,35 +54,13 @@ def endpoint_error(dvf_mm: np.ndarray, truth_mm: np.ndarray, mask: np.ndarray | 
     return result
 
 
-def maps_inside(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.ndarray:
-    """``(*shape)`` bool: which voxels of ``grid`` the grid-frame field ``dvf_mm`` maps to a
-    point inside ``moving``'s extent (between its outermost voxel centres). With the true
-    field, the voxels whose correspondence the images hold; elsewhere (content moved in from
-    beyond the moving image's faces) no method can know the answer."""
-    from regnet.geometry.compose import moving_index
-    from regnet.geometry.faces import face_distance_mm
-
-    index = moving_index(dvf_mm, grid, moving)
-    return face_distance_mm(index, moving.GetSize(), [1.0] * grid.GetDimension()) >= -1e-6
-
-
-def sample_dvf_at_points(dvf_mm: np.ndarray, grid: sitk.Image, points_mm: np.ndarray
-                         ) -> np.ndarray:
-    """Physical-frame displacement (mm) at physical points, by linear interpolation."""
-    from regnet.io.dvf import displacement_transform
-
-    transform = displacement_transform(dvf_mm, grid)
-    return np.array([np.asarray(transform.TransformPoint(tuple(map(float, p)))) - p
-                     for p in points_mm])
-
-
 def target_registration_error(dvf_mm: np.ndarray, grid: sitk.Image, fixed_points_mm: np.ndarray,
                               moving_points_mm: np.ndarray) -> dict:
     """TRE before (``|q - p|``) and after (``|p + u(p) - q|``) registration, physical mm."""
     if len(fixed_points_mm) != len(moving_points_mm):
         raise RegNetError(f"landmark files hold {len(fixed_points_mm)} fixed and "
                           f"{len(moving_points_mm)} moving points; they must correspond")
-    mapped = fixed_points_mm + sample_dvf_at_points(dvf_mm, grid, fixed_points_mm)
+    mapped = map_points(fixed_points_mm, dvf_mm, grid)
     return {"before": distance_summary(np.linalg.norm(moving_points_mm - fixed_points_mm, axis=1)),
             "after": distance_summary(np.linalg.norm(moving_points_mm - mapped, axis=1))}
 

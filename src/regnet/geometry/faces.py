@@ -40,6 +40,15 @@ def face_distance_mm(index_xyz: np.ndarray, size_xyz, spacing_mm_xyz) -> np.ndar
     return per_axis.min(axis=-1)
 
 
+def maps_inside(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.ndarray:
+    """``(*shape)`` bool: which voxels of ``grid`` the grid-frame field ``dvf_mm`` maps to a
+    point inside ``moving``'s extent (between its outermost voxel centres). With the true
+    field, the voxels whose correspondence the images hold; elsewhere (content moved in from
+    beyond the moving image's faces) no method can know the answer."""
+    index = moving_index(dvf_mm, grid, moving)
+    return face_distance_mm(index, moving.GetSize(), [1.0] * grid.GetDimension()) >= -1e-6
+
+
 def fade_at_faces(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image,
                   global_transform: sitk.Transform | None = None,
                   margin_mm: float = FACE_MARGIN_MM,

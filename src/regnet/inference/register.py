@@ -18,8 +18,9 @@ import SimpleITK as sitk
 from regnet.devices import pick_device
 from regnet.errors import RegNetError, UsageError, fail
 from regnet.evaluation import trust
-from regnet.evaluation.metrics import maps_inside
 from regnet.geometry.compose import through_global
+from regnet.geometry.faces import maps_inside
+from regnet.geometry.invert import invert_and_check
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
 from regnet.inference.dense import FLIPS, TILE
@@ -27,7 +28,7 @@ from regnet.inference.models import LoadedModel, choose_model, load_model
 from regnet.inference.stages import prealign, reports_as_dicts, run_stages
 from regnet.intensity import normalize
 from regnet.io.atomic import folder_lock, write_text_atomic
-from regnet.io.dvf import resample_dvf, write_dvf
+from regnet.io.dvf import resample_dvf, write_dvf, write_transform
 from regnet.io.images import (
     check_geometry,
     check_not_constant,
@@ -59,10 +60,14 @@ class RegistrationResult:
     summary: dict = field(default_factory=dict)
 
     def save(self, out: str | Path, report: bool = True, extra_rows=(),
-             dvf_format: str = "nii") -> Path:
+             dvf_format: str = "nii", inverse: bool = False, transform_out=None,
+             mask: np.ndarray | None = None) -> Path:
         """Write ``dvf.<fmt>``, ``moved.<fmt>``, summary.json (and report.png/html, with
-        ``extra_rows`` as in :func:`~regnet.reporting.report.write_report`) into ``out``.
-        summary.json comes last: a folder with it holds a complete result."""
+        ``extra_rows`` as in :func:`~regnet.reporting.report.write_report`) into ``out``;
+        with ``inverse`` also ``inverse_dvf.<fmt>`` on the moving grid and its consistency
+        (inside ``mask`` of the fixed grid) in the summary; with ``transform_out`` the field
+        as an ITK transform file there. summary.json comes last: a folder with it holds a
+        complete result."""
         if dvf_format not in DVF_FORMATS:
             raise UsageError(f"--dvf-format {dvf_format!r}: choose one of {DVF_FORMATS}")
         out = Path(out)
@@ -70,6 +75,15 @@ class RegistrationResult:
         (out / "summary.json").unlink(missing_ok=True)
         write_dvf(self.dvf_mm, self.fixed, out / f"dvf.{dvf_format}")
         write_image(self.moved, out / f"moved.{dvf_format}")
+        if inverse:
+            moving_grid = sitk.Image(self.moving.GetSize(), sitk.sitkUInt8)
+            moving_grid.CopyInformation(self.moving)
+            inverse_mm, consistency = invert_and_check(self.dvf_mm, self.fixed, moving_grid,
+                                                       mask)
+            write_dvf(inverse_mm, moving_grid, out / f"inverse_dvf.{dvf_format}")
+            self.summary["inverse_consistency"] = consistency
+        if transform_out is not None:
+            write_transform(self.dvf_mm, self.fixed, transform_out)
         if report:
             from regnet.reporting.report import write_report
 
@@ -243,14 +257,17 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
 
 
 def register_files(fixed, moving, out, model=None, fixed_mask=None, device="auto",
-                   report=True, dvf_format="nii", **options) -> RegistrationResult:
+                   report=True, dvf_format="nii", inverse=False, transform_out=None,
+                   **options) -> RegistrationResult:
     """The ``regnet register`` command: register (``options`` as in :func:`register`) and
-    write the outputs into ``out``, holding a lock on ``out`` so that two runs never write
-    into one folder at once."""
+    write the outputs into ``out`` (:meth:`RegistrationResult.save`), holding a lock on ``out``
+    so that two runs never write into one folder at once."""
     out = Path(out)
     with folder_lock(out, "regnet register"):
         result = register(fixed, moving, model=model, device=device, fixed_mask=fixed_mask,
                           **options)
         result.summary.update({"fixed": str(fixed), "moving": str(moving)})
-        result.save(out, report=report, dvf_format=dvf_format)
+        mask = load_mask(fixed_mask, result.fixed) if fixed_mask is not None else None
+        result.save(out, report=report, dvf_format=dvf_format, inverse=inverse,
+                    transform_out=transform_out, mask=mask)
     return result

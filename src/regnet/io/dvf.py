@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from regnet.errors import fail
+from regnet.io.atomic import atomic_path
 from regnet.io.images import read_itk, write_image
 
 
@@ -108,3 +109,15 @@ def displacement_transform(dvf_mm: np.ndarray, reference: sitk.Image
                            ) -> sitk.DisplacementFieldTransform:
     """A ``sitk.DisplacementFieldTransform`` mapping fixed points x to x + u(x) (physical)."""
     return sitk.DisplacementFieldTransform(dvf_to_itk(dvf_mm, reference))
+
+
+def write_transform(dvf_mm: np.ndarray, reference: sitk.Image, path: str | Path) -> Path:
+    """Write ``dvf_mm`` as an ITK ``DisplacementFieldTransform`` file (``.h5``, ``.tfm``):
+    3D Slicer loads it as a grid transform, ``sitk.ReadTransform`` reads it back."""
+    try:
+        with atomic_path(path) as tmp:
+            sitk.WriteTransform(displacement_transform(dvf_mm, reference), str(tmp))
+    except RuntimeError as exc:
+        raise fail(path, f"cannot be written as a transform ({str(exc).strip().splitlines()[-1]}"
+                   ")") from exc
+    return Path(path)

@@ -1,4 +1,4 @@
-"""Landmark files -> physical points ``(N, 3)`` in mm.
+"""Landmark files <-> physical points ``(N, 3)`` in mm (2D: ``(N, 2)``).
 
 * elastix ``.pts``: first line ``point`` or ``index``, second the count, then one point a line;
   ``index`` points are 0-based voxel indices of the given image.
@@ -6,6 +6,8 @@
 * DIR-Lab ``.txt``: 1-based voxel indices x y z, converted with the given spacing (and the
   image's origin/direction when an image is given).
 * legacy ASCII VTK ``.vtk``: the ``POINTS n type`` block, x y z in mm.
+
+:func:`write_landmarks` writes the same formats, chosen by the file's suffix.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from regnet.errors import fail
+from regnet.io.atomic import write_text_atomic
+
+LANDMARK_SUFFIXES = (".pts", ".csv", ".txt", ".vtk")
 
 
 def _numbers(lines, path) -> np.ndarray:
@@ -115,3 +120,34 @@ def _check_indices(indices: np.ndarray, image: sitk.Image, path) -> None:
     if indices.shape[1] != image.GetDimension() or not np.isfinite(indices).all():
         raise fail(path, f"landmarks have {indices.shape[1]} coordinates each; the image is "
                    f"{image.GetDimension()}D")
+
+
+def write_landmarks(path: str | Path, points_mm: np.ndarray, image: sitk.Image | None = None
+                    ) -> Path:
+    """Write physical points ``(N, dim)`` atomically in the format of ``path``'s suffix:
+    ``.pts`` (elastix ``point``), ``.csv`` (mm, with a header), ``.vtk`` (legacy ASCII) or
+    ``.txt`` (DIR-Lab 1-based voxel indices of ``image``, which it then needs)."""
+    path = Path(path)
+    points = np.asarray(points_mm, dtype=np.float64)
+    suffix = path.suffix.lower()
+    if suffix not in LANDMARK_SUFFIXES:
+        raise fail(path, f"unknown landmark format {suffix!r}; use one of {LANDMARK_SUFFIXES}")
+
+    def rows(values, sep=" "):
+        return "".join(sep.join(f"{v:.4f}" for v in row) + "\n" for row in values)
+
+    if suffix == ".pts":
+        text = f"point\n{len(points)}\n" + rows(points)
+    elif suffix == ".csv":
+        text = ",".join(f"{a}_mm" for a in "xyz"[:points.shape[1]]) + "\n" + rows(points, ",")
+    elif suffix == ".vtk":
+        padded = np.pad(points, ((0, 0), (0, 3 - points.shape[1])))
+        text = (f"# vtk DataFile Version 3.0\nregnet landmarks\nASCII\nDATASET POLYDATA\n"
+                f"POINTS {len(points)} double\n" + rows(padded))
+    else:
+        if image is None:
+            raise fail(path, "DIR-Lab voxel landmarks need the image they index (--reference)")
+        text = rows([np.asarray(image.TransformPhysicalPointToContinuousIndex(
+            tuple(map(float, p)))) + 1.0 for p in points])
+    write_text_atomic(path, text)
+    return path
