@@ -7,7 +7,9 @@ spine and ribs, CT noise, deformed by a smooth respiratory-like DVF (cranio-caud
 growing towards the diaphragm, plus a little antero-posterior expansion). MR: a T1-like head
 (scalp, skull, CSF, grey and white matter, ventricles, bias field, Rician-like noise) deformed
 by a smooth random field. ``fixed(x) = moving(x + u(x))``; RegNet recovers u, and the endpoint
-error is judged in the lungs or the brain, and shown for the body.
+error is judged in the lungs or the brain, and shown for the body. The CT case then carries the
+result on with ``regnet apply`` (:func:`carry_ct`): a lung mask made by a threshold, and lung
+landmarks; both cases report the inverse field's consistency in the body.
 """
 
 from __future__ import annotations
@@ -22,16 +24,20 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
-from regnet.evaluation.metrics import endpoint_error
-from regnet.geometry.warp import warp_image
+from regnet.evaluation.metrics import dice, endpoint_error
+from regnet.geometry.warp import map_points, warp_image
 from regnet.inference.register import register
 from regnet.io.atomic import write_text_atomic
 from regnet.io.images import write_image
+from regnet.io.landmarks import write_landmarks
+from regnet.propagate import apply
 
 log = logging.getLogger(__name__)
 
 SIZE_ZYX = (80, 112, 128)
 SPACING_MM = 2.0
+LUNG_HU = -500.0  # the threshold that makes the lung mask carried by regnet apply
+LANDMARKS = 200  # lung landmarks carried by regnet apply, drawn with their own seed
 
 
 def _ellipsoid(grid_mm, centre, radii) -> np.ndarray:
@@ -231,7 +237,7 @@ def run_case(out: Path, kind: str, case: DemoCase, model, device, rng) -> dict:
     write_image(case.moving, out / "moving.nii.gz")
     result = register(fixed, case.moving, model=model, device=device)
     error_mm = np.linalg.norm(result.dvf_mm - truth_mm, axis=-1)
-    result.save(out, extra_rows=[
+    result.save(out, inverse=True, mask=case.body, extra_rows=[
         ("true |u| (mm)", np.linalg.norm(truth_mm, axis=-1), "jet", None),
         ("error |u - true u| (mm)", error_mm, "magma", (0.0, 3.0))])
     # judged where the motion is seen: the lungs (as in DIR-Lab) or the brain; the body adds
@@ -247,8 +253,10 @@ def run_case(out: Path, kind: str, case: DemoCase, model, device, rng) -> dict:
                "jac_min": result.summary["jac_min"],
                "jac_nonpositive_fraction": result.summary["jac_nonpositive_fraction"],
                "seconds_registration": result.summary["seconds_total"],
-               "seconds_case": round(time.perf_counter() - t0, 1),
+               "inverse_consistency_body": result.summary["inverse_consistency"],
                "model": result.summary["model"], "device": result.summary["device"]}
+    carried = carry_ct(out, fixed, case) if kind == "CT" else None
+    summary["seconds_case"] = round(time.perf_counter() - t0, 1)
     print(f"RegNet demo, {kind}: phantom {case.moving.GetSize()} voxels at {SPACING_MM} mm, "
           f"known {case.field_name} DVF (max {np.abs(truth_mm).max():.1f} mm), model "
           f"{Path(summary['model']).stem}\n"
@@ -260,8 +268,53 @@ def run_case(out: Path, kind: str, case: DemoCase, model, device, rng) -> dict:
           f"  Jacobian min {summary['jac_min']:.3f}, folding "
           f"{100 * summary['jac_nonpositive_fraction']:.3f}% of voxels; registration "
           f"{summary['seconds_registration']:.1f} s on {summary['device']}\n"
-          f"  report: {out / 'report.png'} and {out / 'report.html'}")
+          f"  inverse field (inverse_dvf.nii): |u(x) + v(x + u(x))| in the body mean "
+          f"{summary['inverse_consistency_body']['mean_mm']:.3f} mm, max "
+          f"{summary['inverse_consistency_body']['max_mm']:.3f} mm\n"
+          + ("" if carried is None else
+             f"  regnet apply: lung mask (HU < {LUNG_HU:g}) carried with --interpolation label,"
+             f" Dice {carried['dice_before']:.3f} -> {carried['dice_after']:.3f}; "
+             f"{LANDMARKS} lung landmarks, TRE {carried['tre_before_mm']:.2f} -> "
+             f"{carried['tre_after_mm']:.2f} mm\n")
+          + f"  report: {out / 'report.png'} and {out / 'report.html'}")
+    summary.update(carried or {})
     return summary
+
+
+def carry_ct(out: Path, fixed: sitk.Image, case: DemoCase, seed: int = 0) -> dict:
+    """What ``regnet apply`` does with the CT case's ``out/dvf.nii``: carry the moving image's
+    lung mask (``HU < LUNG_HU`` in the body, ``lungs_moving.nii.gz``) onto the fixed grid with
+    ``--interpolation label`` (``lungs_carried.nii.gz``) and compare it with the fixed image's
+    own (``lungs_fixed.nii.gz``); map ``LANDMARKS`` random fixed-space lung points
+    (``landmarks_fixed.csv``) into moving space and compare them with where the true field
+    takes them (``landmarks_moving.csv``). Returns Dice and mean TRE, before and after."""
+    body = sitk.GetImageFromArray(case.body.astype(np.uint8))
+    body.CopyInformation(case.moving)
+    body_fixed = warp_image(body, case.truth_mm, case.moving, 0, sitk.sitkLabelLinear,
+                            sitk.sitkUInt8)
+    masks = {}
+    for name, image, body in (("moving", case.moving, case.body),
+                              ("fixed", fixed, sitk.GetArrayFromImage(body_fixed) > 0)):
+        lungs = sitk.GetImageFromArray(
+            ((sitk.GetArrayViewFromImage(image) < LUNG_HU) & body).astype(np.uint8))
+        lungs.CopyInformation(case.moving)
+        write_image(lungs, out / f"lungs_{name}.nii.gz")
+        masks[name] = sitk.GetArrayFromImage(lungs)
+    carried = apply(out / "dvf.nii", image=out / "lungs_moving.nii.gz", interpolation="label",
+                    out=out / "lungs_carried.nii.gz").image
+    inside = np.argwhere(masks["fixed"] > 0)[:, ::-1]  # (x, y, z) voxel indices
+    picked = inside[np.random.default_rng(seed).choice(len(inside), LANDMARKS, replace=False)]
+    points = np.array([fixed.TransformIndexToPhysicalPoint(tuple(map(int, p)))
+                       for p in picked])
+    write_landmarks(out / "landmarks_fixed.csv", points)
+    truth = map_points(points, case.truth_mm, fixed)
+    write_landmarks(out / "landmarks_moving.csv", truth)
+    mapped = apply(out / "dvf.nii", points=out / "landmarks_fixed.csv",
+                   out=out / "landmarks_carried.csv").points_mm
+    return {"dice_before": dice(masks["fixed"], masks["moving"])["mean"],
+            "dice_after": dice(masks["fixed"], sitk.GetArrayFromImage(carried))["mean"],
+            "tre_before_mm": float(np.linalg.norm(truth - points, axis=1).mean()),
+            "tre_after_mm": float(np.linalg.norm(mapped - truth, axis=1).mean())}
 
 
 def run_demo(out: str | Path = "demo_out", model=None, device="auto", seed: int = 0,
