@@ -80,7 +80,7 @@ def untrained_model(folder: str) -> str:
 
     from regnet.config import Config
     from regnet.network import build_network
-    from regnet.training.checkpoint import save_checkpoint
+    from regnet.network.checkpoint import save_checkpoint
 
     config = Config()
     path = f"{folder}/untrained.pt"

@@ -26,8 +26,8 @@ import torch
 from regnet.config import load_config
 from regnet.devices import pick_device
 from regnet.io.images import read_image, resample_isotropic, write_image
+from regnet.network.checkpoint import load_checkpoint, save_checkpoint, sha256
 from regnet.synthesis.generate import generate
-from regnet.training.checkpoint import load_checkpoint, save_checkpoint, sha256
 from regnet.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,8 @@ def prepare_scans(data: Path, folder: Path, spacing_mm: float, ready: Path | Non
 
 def validation_table(work: Path, state: dict, device: str = "cpu") -> str:
     """Validation endpoint error per magnitude class next to identity, as a markdown table."""
+    from regnet.network.checkpoint import model_from_checkpoint
     from regnet.sampling.stream import read_manifests
-    from regnet.training.checkpoint import model_from_checkpoint
     from regnet.training.validation import draw_validation_centres, validate
 
     model, config = model_from_checkpoint(state)

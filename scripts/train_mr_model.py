@@ -51,10 +51,10 @@ from synthetic_scans import write_synthetic_scans  # scripts/ is on the path whe
 from train_multistage import best_identity, ship_stage
 
 from regnet.config import load_config
-from regnet.inference.models import INDEX, MODELS_DIR, pack_stages
+from regnet.inference.models import pack_stages
+from regnet.inference.residuals import make_residuals
+from regnet.network.checkpoint import INDEX, MODELS_DIR, load_checkpoint, sha256
 from regnet.synthesis.generate import generate
-from regnet.synthesis.residuals import make_residuals
-from regnet.training.checkpoint import load_checkpoint, sha256
 from regnet.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,11 +33,18 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from regnet.config import load_config
-from regnet.inference.models import INDEX, MODELS_DIR, pack_stages
+from regnet.inference.models import pack_stages
+from regnet.inference.residuals import make_residuals
 from regnet.io.images import write_image
+from regnet.network.checkpoint import (
+    INDEX,
+    MODELS_DIR,
+    STAGE_KEYS,
+    load_checkpoint,
+    save_checkpoint,
+    sha256,
+)
 from regnet.synthesis.generate import case_name, generate
-from regnet.synthesis.residuals import make_residuals
-from regnet.training.checkpoint import STAGE_KEYS, load_checkpoint, save_checkpoint, sha256
 from regnet.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -65,7 +65,7 @@ def trained_2d(tmp_path_factory):
     keeps the registration tests' verdicts off the CPU's floating-point path."""
     import shutil
 
-    from regnet.training.checkpoint import load_checkpoint
+    from regnet.network.checkpoint import load_checkpoint
     from tests.make_model_2d import MODEL_2D
 
     run = tmp_path_factory.mktemp("run2d")

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from regnet.training.checkpoint import STAGE_KEYS, load_checkpoint, save_checkpoint
+from regnet.network.checkpoint import STAGE_KEYS, load_checkpoint, save_checkpoint
 from regnet.training.trainer import train
 from tests.helpers import config_2d, make_2d_dataset
 

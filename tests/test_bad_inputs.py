@@ -22,7 +22,7 @@ import torch
 from regnet.cli import main
 from regnet.io.dvf import write_dvf
 from regnet.network import build_network
-from regnet.training.checkpoint import save_checkpoint
+from regnet.network.checkpoint import save_checkpoint
 from tests.helpers import config_2d, textured_image, write_dicom_series
 
 
@@ -151,15 +151,15 @@ def _locked(ctx, monkeypatch):
 
 
 def _shipped_tampered(ctx, monkeypatch):
-    from regnet.inference import models
+    from regnet.network import checkpoint
 
     copy = ctx.tmp / "models"
-    shutil.copytree(models.MODELS_DIR, copy)
+    shutil.copytree(checkpoint.MODELS_DIR, copy)
     with open(copy / "mr_brain_2d.pt", "r+b") as f:
         f.seek(200)
         f.write(b"\x00\x01\x02\x03")
-    monkeypatch.setattr(models, "MODELS_DIR", copy)
-    monkeypatch.setattr(models, "INDEX", copy / "models.json")
+    monkeypatch.setattr(checkpoint, "MODELS_DIR", copy)
+    monkeypatch.setattr(checkpoint, "INDEX", copy / "models.json")
     return ctx.register(model="mr_brain_2d")
 
 

@@ -10,13 +10,13 @@ import torch
 from regnet.cli import main
 from regnet.config import config_from_dict, load_config
 from regnet.errors import RegNetError, UsageError
-from regnet.inference.dense import mirror_sets, predict_field, predict_whole
+from regnet.inference.dense import mirror_sets, predict_field
 from regnet.inference.models import load_model
 from regnet.inference.stages import stage_plan
-from regnet.network.unet import UNet, upsample
+from regnet.network.checkpoint import save_checkpoint, save_multistage
+from regnet.network.unet import UNet, predict_whole, upsample
 from regnet.sampling.crops import crop_box, cut_crops, flip_permute_field
 from regnet.sampling.stream import LoadedPair, load_pair
-from regnet.training.checkpoint import save_checkpoint, save_multistage
 from regnet.training.trainer import train
 from tests.helpers import config_2d
 
@@ -231,7 +231,7 @@ def test_residual_composes_back_to_the_truth():
     from scipy.ndimage import gaussian_filter
 
     from regnet.geometry.compose import compose_dvfs
-    from regnet.synthesis.residuals import residual_field
+    from regnet.inference.residuals import residual_field
 
     rng = np.random.default_rng(0)
     spacing = (1.5, 1.0, 2.0)

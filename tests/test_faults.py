@@ -22,7 +22,7 @@ import torch
 from regnet.cli import main
 from regnet.config import config_from_dict, dump_config
 from regnet.network import build_network
-from regnet.training.checkpoint import load_checkpoint, save_checkpoint
+from regnet.network.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import make_image, smooth_volume
 from tests.helpers import config_2d, textured_image
 

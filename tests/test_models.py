@@ -10,8 +10,8 @@ import torch
 from regnet.config import config_from_dict
 from regnet.errors import RegNetError
 from regnet.inference import models
-from regnet.network import build_network
-from regnet.training.checkpoint import save_checkpoint, sha256
+from regnet.network import build_network, checkpoint
+from regnet.network.checkpoint import save_checkpoint, sha256
 
 
 def tiny_checkpoint(path, spacing_mm=2.0, width=0.25):
@@ -25,8 +25,8 @@ def test_checksum_and_config_mismatch_fail_clearly(tmp_path, monkeypatch):
     path = tiny_checkpoint(tmp_path / "m.pt")
     index = {"default": "m", "models": {"m": {"file": "m.pt", "sha256": sha256(path)}}}
     (tmp_path / "models.json").write_text(json.dumps(index))
-    monkeypatch.setattr(models, "MODELS_DIR", tmp_path)
-    monkeypatch.setattr(models, "INDEX", tmp_path / "models.json")
+    monkeypatch.setattr(checkpoint, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(checkpoint, "INDEX", tmp_path / "models.json")
     assert models.load_model(None).spacing_mm == 2.0
     with open(path, "ab") as f:
         f.write(b"\0")
@@ -39,7 +39,7 @@ def test_checksum_and_config_mismatch_fail_clearly(tmp_path, monkeypatch):
         models.load_model(tmp_path / "w.pt")
 
 
-@pytest.mark.skipif(models.shipped_models().get("default") is None,
+@pytest.mark.skipif(checkpoint.shipped_models().get("default") is None,
                     reason="no default model shipped")
 def test_shipped_default_model_loads_and_predicts():
     from regnet.inference.dense import predict_dense
@@ -65,7 +65,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         assert summary[case]["body_epe_before_mm"] > 0.5
 
 
-@pytest.mark.skipif(models.shipped_models().get("default") is None,
+@pytest.mark.skipif(checkpoint.shipped_models().get("default") is None,
                     reason="no default model shipped")
 def test_shipped_default_model_recovers_the_demo_field(tmp_path):
     """Issues 5 and 9's promise: on the demo's own phantom moved by a 25 mm breathing-like
@@ -78,7 +78,7 @@ def test_shipped_default_model_recovers_the_demo_field(tmp_path):
     assert summary["jac_nonpositive_fraction"] < 1e-3
 
 
-@pytest.mark.skipif(models.shipped_models().get("default_mr") is None,
+@pytest.mark.skipif(checkpoint.shipped_models().get("default_mr") is None,
                     reason="no MR default model shipped")
 def test_mr_images_get_the_mr_default_which_recovers_the_demo_field(tmp_path):
     """The demo's MR-like head (non-negative intensities) gets the MR default without
@@ -91,7 +91,7 @@ def test_mr_images_get_the_mr_default_which_recovers_the_demo_field(tmp_path):
     assert summary["jac_nonpositive_fraction"] < 1e-3
 
 
-@pytest.mark.skipif(models.shipped_models().get("default_2d") is None,
+@pytest.mark.skipif(checkpoint.shipped_models().get("default_2d") is None,
                     reason="no 2D default model shipped")
 def test_2d_images_get_the_shipped_2d_default_and_a_shift_is_recovered():
     import SimpleITK as sitk
@@ -134,8 +134,8 @@ def test_the_default_model_is_chosen_from_the_images(tmp_path, monkeypatch, capl
              "models": {n: {"file": f"{n}.pt", "sha256": sha256(tmp_path / f"{n}.pt")}
                         for n in ("ct", "mr")}}
     (tmp_path / "models.json").write_text(json.dumps(index))
-    monkeypatch.setattr(models, "MODELS_DIR", tmp_path)
-    monkeypatch.setattr(models, "INDEX", tmp_path / "models.json")
+    monkeypatch.setattr(checkpoint, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(checkpoint, "INDEX", tmp_path / "models.json")
     rng = np.random.default_rng(1)
     mr_array = rng.uniform(0, 600, (20, 22, 24)).astype(np.float32)
     ct_array = np.where(mr_array < 200, -1000, mr_array).astype(np.float32)
@@ -150,7 +150,7 @@ def test_the_default_model_is_chosen_from_the_images(tmp_path, monkeypatch, capl
     assert "model mr (no --model given): both images look like MR" in caplog.text
 
 
-@pytest.mark.skipif(models.shipped_models().get("default_mr") is None,
+@pytest.mark.skipif(checkpoint.shipped_models().get("default_mr") is None,
                     reason="no MR default model shipped")
 def test_memory_is_estimated_at_the_finest_stage_a_model_runs(monkeypatch):
     """The MR default's last stage runs its 2 mm network at 1.25 mm: the memory estimate must

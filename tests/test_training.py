@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from regnet.errors import RegNetError
-from regnet.training.checkpoint import load_checkpoint
+from regnet.network.checkpoint import load_checkpoint
 from regnet.training.trainer import learning_rate, train
 from regnet.training.validation import draw_validation_centres, validate
 from tests.helpers import config_2d

@@ -9,9 +9,10 @@ import SimpleITK as sitk
 import regnet
 from regnet.cli import main
 from regnet.config import config_from_dict
-from regnet.evaluation import trust
+from regnet.inference import trust
+from regnet.intensity import intensity_percentiles
 from regnet.network import build_network
-from regnet.training.checkpoint import save_checkpoint
+from regnet.network.checkpoint import save_checkpoint
 from tests.helpers import SAMPLING_2D, SYNTH_2D, textured_image
 
 
@@ -29,7 +30,7 @@ def test_range_warning_at_95_percent_of_the_trained_range():
 def test_intensity_warning_for_mr_under_a_ct_model():
     ct_reference = [-0.004, 0.33]
     assert trust.intensity_warning("fixed", [0.0, 0.5], ct_reference) is None
-    mr_like = trust.intensity_percentiles((np.linspace(0, 1000, 10001) + 1000) / 4095)
+    mr_like = intensity_percentiles((np.linspace(0, 1000, 10001) + 1000) / 4095)
     assert abs(mr_like[0] - 0.2466) < 1e-3  # (10 + 1000) / 4095
     assert "fixed image's normalised" in trust.intensity_warning("fixed", mr_like,
                                                                  ct_reference)

@@ -37,7 +37,7 @@ def _generate(args) -> int:
 
 
 def _residuals(args) -> int:
-    from regnet.synthesis.residuals import make_residuals
+    from regnet.inference.residuals import make_residuals
 
     count = make_residuals(args.data, args.model, args.out, device=args.device,
                            dsmooth=args.dsmooth)

@@ -81,3 +81,9 @@ def random_contrast(arrays: list[np.ndarray], rng: np.random.Generator,
             t = gaussian_filter1d(t, slab[1] / stride, axis=slab[0])
         out.append((lo + span * t + rng.normal(0.0, sigma, a.shape)).astype(np.float32))
     return out
+
+
+def intensity_percentiles(normalised: np.ndarray) -> list[float]:
+    """``[p1, p99]`` of a normalised image (any shape), on a subsample for speed."""
+    values = normalised.ravel()[:: max(1, normalised.size // 2_000_000)]
+    return [float(v) for v in np.percentile(values, [1, 99])]

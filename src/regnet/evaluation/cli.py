@@ -10,10 +10,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from regnet.errors import RegNetError
-from regnet.evaluation import trust
 from regnet.evaluation.metrics import dice, endpoint_error, target_registration_error
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
+from regnet.inference import trust
 from regnet.io.atomic import write_text_atomic
 from regnet.io.dvf import read_dvf
 from regnet.io.images import load_mask, read_image, resample_to_grid, same_grid

@@ -20,9 +20,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from regnet.errors import RegNetError, UsageError, fail
+from regnet.inference.models import LoadedModel, load_model
+from regnet.inference.register import register_files
 from regnet.io.atomic import folder_lock, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -86,10 +89,6 @@ _WORKER: dict = {}
 
 
 def _init_worker(model, device, threads):
-    import torch
-
-    from regnet.inference.models import LoadedModel, load_model
-
     if threads:
         torch.set_num_threads(threads)
     # no model named: each pair gets the one that suits its images (register chooses)
@@ -101,8 +100,6 @@ def _init_worker(model, device, threads):
 def _run_pair(args) -> tuple[str, str | None]:
     """Register one pair into ``out/<id>``; return ``(id, None)`` or ``(id, reason)``."""
     job, out, options = args
-    from regnet.inference.register import register_files
-
     folder = Path(out) / job.id
     try:
         register_files(job.fixed, job.moving, folder, model=_WORKER["model"],
@@ -159,8 +156,6 @@ def register_batch(pairs_csv, out, model=None, device="auto", workers: int = 1,
     tasks = [(job, str(out), options) for job in todo]
     bar = tqdm(total=len(todo), desc="register", unit="pair")
     if workers > 1 and len(todo) > 1:
-        from regnet.inference.models import LoadedModel
-
         if isinstance(model, LoadedModel):
             raise UsageError("workers > 1 needs a model name or path, not a loaded model")
         threads = max(1, (os.cpu_count() or 1) // workers)

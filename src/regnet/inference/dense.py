@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from regnet.network.registry import DENSE
+from regnet.network.unet import predict_whole
+
 # at most this many centres per axis in one tile: each tile recomputes its halo (14 voxels at
 # full resolution, 13 at half), so larger tiles waste less. 80 (one tile for the 2 mm grid of a
 # 256x256x160 image at 1 mm) against 40: 8.8 -> 6.5 s per pass, peak RSS 0.9 -> 1.2 GB.
@@ -109,22 +112,6 @@ def predict_dense(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, devic
     return np.ascontiguousarray(up[tuple(slice(0, n) for n in shape)])
 
 
-@torch.no_grad()
-def predict_whole(model: nn.Module, moving: np.ndarray, fixed: np.ndarray,
-                  device) -> np.ndarray:
-    """Dense ``dvf_mm`` ``(D, H, W, C)`` from a dense network (:mod:`regnet.network.unet`)
-    in one pass over the whole image, padded at the far faces by edge replication to a
-    multiple of ``2**LEVELS`` voxels per axis."""
-    from regnet.network.unet import LEVELS
-
-    model.eval()
-    pad = [(0, -n % 2**LEVELS) for n in moving.shape]
-    pair = np.stack([np.pad(moving, pad, mode="edge"), np.pad(fixed, pad, mode="edge")])
-    out = model.dense(torch.from_numpy(pair[None].astype(np.float32)).to(device)).float()[0]
-    out = out[(slice(None),) + tuple(slice(0, n) for n in moving.shape)]
-    return np.ascontiguousarray(out.permute(*range(1, moving.ndim + 1), 0).cpu().numpy())
-
-
 def mirror_sets(ndim: int, flips: int) -> list[tuple[int, ...]]:
     """The array axes mirrored in each of ``flips`` passes: 1 none; 2 none and all; 4 (3D)
     none and each pair of axes (the half-turns about the three axes), (2D) every subset;
@@ -151,8 +138,6 @@ def predict_field(model: nn.Module, network_name: str, moving: np.ndarray, fixed
     (:func:`mirror_sets`), each prediction mirrored back with its mirrored components negated:
     the networks were trained with mirrored patches (``sampling/stream.py``'s ``augment``), so
     every pass is an equally valid estimate and their mean has less variance."""
-    from regnet.network.registry import DENSE
-
     ndim = moving.ndim
     total = np.zeros(moving.shape + (ndim,), np.float32)
     mirrors = mirror_sets(ndim, flips)

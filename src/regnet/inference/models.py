@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,14 +12,16 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from regnet.config import Config
-from regnet.errors import UsageError, bad_setting, fail
+from regnet.errors import UsageError, fail
 from regnet.intensity import guess_modality
-from regnet.training.checkpoint import load_checkpoint, model_from_checkpoint, sha256
-
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-# {"default": 3D CT name, "default_mr": 3D MR name, "default_2d": 2D name,
-#  "models": {name: {file, sha256, modality, anatomy, spacing, validation[, flips]}}}
-INDEX = MODELS_DIR / "models.json"
+from regnet.network.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_model,
+    save_multistage,
+    sha256,
+    shipped_models,
+)
 
 
 @dataclass
@@ -49,16 +50,6 @@ class LoadedModel:
         return max(float(m.config.sampling.classBalanced[-1]) for m in self.stages or [self])
 
 
-def shipped_models() -> dict:
-    if not INDEX.is_file():
-        return {"default": None, "models": {}}
-    return json.loads(INDEX.read_text(encoding="utf-8"))
-
-
-def default_key(dim: int) -> str:
-    return "default_2d" if dim == 2 else "default"
-
-
 def choose_model(fixed: sitk.Image, moving: sitk.Image) -> tuple[str, str, str | None]:
     """The shipped model for a pair when none is named: ``(name, why, warning or None)``.
 
@@ -79,25 +70,6 @@ def choose_model(fixed: sitk.Image, moving: sitk.Image) -> tuple[str, str, str |
     return mr, "its normalisation suits any intensities", (
         f"modality: the fixed image looks like {described[0]}, the moving image like "
         f"{described[1]}; RegNet learns from same-modality CT or MR pairs, so check the result")
-
-
-def resolve_model(model: str | Path | None, dim: int = 3) -> tuple[Path, dict]:
-    """Path of a model and, for a shipped one, its index entry (``sha256``, ...).
-    ``None``: the shipped default for ``dim``-dimensional images."""
-    index = shipped_models()
-    if model is None:
-        model = index.get(default_key(dim))
-        if model is None:
-            raise UsageError(f"no default {dim}D model is shipped in this installation; "
-                              "pass --model NAME|PATH (a checkpoint from `regnet train`)")
-    entry = index["models"].get(str(model))
-    if entry is not None:
-        return MODELS_DIR / entry["file"], entry
-    path = Path(model)
-    if path.is_file():
-        return path, {}
-    raise bad_setting(model, f"is neither a checkpoint file nor a shipped model "
-                      f"(shipped: {sorted(index['models'])})")
 
 
 def load_model(model: str | Path | None = None, dim: int = 3) -> LoadedModel:
@@ -164,8 +136,6 @@ def pack_stages(stages, out) -> Path:
     """Write one multi-stage model file from stages, coarse to fine: checkpoint paths (their
     weights are copied in) or shipped names (referred to), each optionally ``@SPACING`` to run
     it at another spacing (mm)."""
-    from regnet.training.checkpoint import save_multistage
-
     paths, spacings, names = [], [], []
     for item in map(str, stages):
         name, _, spacing = item.partition("@")

@@ -17,16 +17,16 @@ import SimpleITK as sitk
 
 from regnet.devices import pick_device
 from regnet.errors import RegNetError, UsageError, fail
-from regnet.evaluation import trust
 from regnet.geometry.compose import through_global
 from regnet.geometry.faces import maps_inside
 from regnet.geometry.invert import invert_and_check
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
+from regnet.inference import trust
 from regnet.inference.dense import FLIPS, TILE
 from regnet.inference.models import LoadedModel, choose_model, load_model
 from regnet.inference.stages import prealign, reports_as_dicts, run_stages
-from regnet.intensity import normalize
+from regnet.intensity import intensity_percentiles, normalize
 from regnet.io.atomic import folder_lock, write_text_atomic
 from regnet.io.dvf import resample_dvf, write_dvf, write_transform
 from regnet.io.images import (
@@ -38,6 +38,7 @@ from regnet.io.images import (
     same_grid,
     write_image,
 )
+from regnet.reporting.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,6 @@ class RegistrationResult:
         if transform_out is not None:
             write_transform(self.dvf_mm, self.fixed, transform_out)
         if report:
-            from regnet.reporting.report import write_report
-
             write_report(out, self.fixed, self.moving, self.moved, self.dvf_mm, self.jacobian,
                          self.summary, extra_rows)
         write_text_atomic(out / "summary.json", json.dumps(self.summary, indent=1))
@@ -161,7 +160,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     passes averaged at each stage of at most ``FLIPS_MAX_MM`` (1, 2, 4 or 8; None: the
     model's own, from ``models.json``; :func:`regnet.inference.dense.predict_field`).
     ``series``: DICOM series UIDs to pick in folders holding several. The summary's
-    ``warnings`` list the trust signals of :mod:`regnet.evaluation.trust`.
+    ``warnings`` list the trust signals of :mod:`regnet.inference.trust`.
     """
     t0 = time.perf_counter()
     names = (fixed if not isinstance(fixed, sitk.Image) else "fixed",
@@ -220,7 +219,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
         if reference is None:
             return None
         values = normalize(sitk.GetArrayViewFromImage(image), norm)
-        return trust.intensity_warning(name, trust.intensity_percentiles(values), reference)
+        return trust.intensity_warning(name, intensity_percentiles(values), reference)
 
     warnings = trust.collect(
         trust.folding_warning(stats["jac_nonpositive_fraction"]),

@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from regnet.errors import fail
+
 TMP_MARK = "tmp-"  # temporary names: ".<stem>.tmp-<random><suffixes>"
 
 
@@ -66,8 +68,6 @@ def folder_lock(folder: str | Path, what: str = "regnet", wait: bool = False):
     The operating system frees the lock when its holder dies, so a killed run never blocks
     the next one.
     """
-    from regnet.errors import fail
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / ".lock", "a+")

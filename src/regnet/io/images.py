@@ -1,8 +1,8 @@
 """Image I/O and resampling through SimpleITK, with one-line errors that name the file.
 
 Reads mha/mhd, nii/nii.gz, nrrd, a folder holding a DICOM series, and 2D png/jpg (spacing
-1 mm). Origin, spacing and direction are kept. Arrays follow ``(z, y, x)`` (see
-:mod:`regnet.conventions`).
+1 mm). Origin, spacing and direction are kept. Arrays follow ``(z, y, x)``
+(docs/conventions.md).
 """
 
 from __future__ import annotations
@@ -304,12 +304,6 @@ def resample_isotropic(image: sitk.Image, spacing_mm: float, default: float | No
     if default is None:
         default = float(sitk.GetArrayViewFromImage(image).min())
     return resample_to_grid(image, isotropic_grid(image, spacing_mm), default)
-
-
-def check_min_size(image: sitk.Image, minimum: int, path, what: str) -> None:
-    """Raise when any axis is shorter than ``minimum`` voxels."""
-    if min(image.GetSize()) < minimum:
-        raise fail(path, f"size {image.GetSize()} is smaller than {minimum} voxels ({what})")
 
 
 def load_mask(path, reference: sitk.Image) -> np.ndarray:

@@ -12,6 +12,7 @@ how far CPU training got: it needs far more steps than the patch network to leav
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,3 +68,17 @@ def upsample(half: torch.Tensor, shape) -> torch.Tensor:
     centred (``align_corners=False``: output block centres sit between input voxels)."""
     return F.interpolate(half, size=tuple(shape), mode="trilinear" if half.dim() == 5
                          else "bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def predict_whole(model: nn.Module, moving: np.ndarray, fixed: np.ndarray,
+                  device) -> np.ndarray:
+    """Dense ``dvf_mm`` ``(D, H, W, C)`` from a dense network (:mod:`regnet.network.unet`)
+    in one pass over the whole image, padded at the far faces by edge replication to a
+    multiple of ``2**LEVELS`` voxels per axis."""
+    model.eval()
+    pad = [(0, -n % 2**LEVELS) for n in moving.shape]
+    pair = np.stack([np.pad(moving, pad, mode="edge"), np.pad(fixed, pad, mode="edge")])
+    out = model.dense(torch.from_numpy(pair[None].astype(np.float32)).to(device)).float()[0]
+    out = out[(slice(None),) + tuple(slice(0, n) for n in moving.shape)]
+    return np.ascontiguousarray(out.permute(*range(1, moving.ndim + 1), 0).cpu().numpy())

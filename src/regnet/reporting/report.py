@@ -11,8 +11,12 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
+from regnet.errors import fail
+from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
+from regnet.geometry.warp import warp_image
 from regnet.io.atomic import write_text_atomic
-from regnet.io.images import resample_to_grid, same_grid
+from regnet.io.dvf import read_dvf
+from regnet.io.images import read_image, resample_to_grid, same_grid
 from regnet.reporting.figures import checkerboard, orthogonal_slices, plt, save_figure
 
 
@@ -109,12 +113,6 @@ def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
 
 def report_files(fixed_path, moving_path, dvf_path, out) -> tuple[Path, Path]:
     """The report of any registration result (RegNet's, elastix's, ANTs') from its files."""
-    from regnet.errors import fail
-    from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
-    from regnet.geometry.warp import warp_image
-    from regnet.io.dvf import read_dvf
-    from regnet.io.images import read_image
-
     fixed, moving = read_image(fixed_path), read_image(moving_path)
     dvf_mm, grid = read_dvf(dvf_path)
     if not same_grid(grid, fixed):

@@ -1,7 +1,7 @@
 """Two-scale patches around centre voxels (seed §2.4).
 
 Full resolution: ``[c-R, c+R]`` per axis, ``(2R+1)^n``. Low resolution: ``[c-Rlow, c+Rlow]``
-with stride 2, ``(Rlow+1)^n``. Channels are ``(moving, fixed)`` (:mod:`regnet.conventions`).
+with stride 2, ``(Rlow+1)^n``. Channels are ``(moving, fixed)`` (docs/conventions.md).
 """
 
 from __future__ import annotations

@@ -39,8 +39,9 @@ from regnet.io.atomic import (
     remove_stale_temporaries,
     write_text_atomic,
 )
-from regnet.io.dvf import write_dvf
+from regnet.io.dvf import read_dvf, write_dvf
 from regnet.io.images import check_not_constant, read_image, resample_isotropic, write_image
+from regnet.reporting.figures import dvf_magnitude_figure
 from regnet.synthesis.fields import FREQUENCY_NAMES, deformed_area
 from regnet.synthesis.pairs import make_next_fixed, make_pair
 
@@ -146,9 +147,6 @@ def _run_job_safe(args):
 def write_figures(out: Path, rows: list[dict]) -> None:
     """``figures/<case>.png``: |u| of the low, medium and high frequency DVFs of each case's
     first source, like the seed's Figure 2."""
-    from regnet.io.dvf import read_dvf
-    from regnet.reporting.figures import dvf_magnitude_figure
-
     for case in sorted({r["case"] for r in rows}):
         first = [r for r in rows if r["case"] == case and r["role"] == "F"
                  and int(r["dsmooth"]) == min(int(x["dsmooth"]) for x in rows)]

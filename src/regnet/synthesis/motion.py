@@ -31,8 +31,6 @@ from regnet.config import SynthesisConfig
 from regnet.geometry.compose import physical_points
 from regnet.synthesis.fields import build_dvf, draw_peaks
 
-MOTION_NAMES = {3: "respiratory", 4: "mixed", 5: "affine"}
-
 
 @dataclass(frozen=True)
 class MotionRecord:

@@ -27,14 +27,20 @@ from tqdm import tqdm
 from regnet.config import Config, config_from_dict
 from regnet.devices import pick_device
 from regnet.errors import RegNetError, UsageError, fail
+from regnet.intensity import intensity_percentiles, normalize
 from regnet.io.atomic import remove_stale_temporaries
 from regnet.network import build_network
+from regnet.network.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_model,
+    save_checkpoint,
+)
 from regnet.network.registry import DENSE
 from regnet.network.regnet import count_parameters
 from regnet.network.unet import upsample
 from regnet.sampling.crops import CropStream
 from regnet.sampling.stream import PairRecord, PatchStream, check_pair_grids, read_manifests
-from regnet.training.checkpoint import load_checkpoint, save_checkpoint
 from regnet.training.validation import draw_validation_centres, validate, validate_dense
 
 log = logging.getLogger(__name__)
@@ -89,9 +95,6 @@ def split_one_case(pairs: list[PairRecord], config: Config) -> tuple[list, list]
 
 def training_intensity(pairs: list[PairRecord], config: Config, count: int = 4) -> list:
     """Mean normalised ``[p1, p99]`` of up to ``count`` training images (a trust reference)."""
-    from regnet.evaluation.trust import intensity_percentiles
-    from regnet.intensity import normalize
-
     paths = sorted({p.fixed for p in pairs})[:count]
     values = [intensity_percentiles(normalize(sitk.GetArrayFromImage(sitk.ReadImage(path)),
                                               config.sampling.normalization))
@@ -146,9 +149,6 @@ def learning_rate(base_lr: float, schedule: str, progress: float) -> float:
 
 def start_weights(model: nn.Module, init, config: Config) -> None:
     """Load the weights of a checkpoint or shipped model into ``model`` (``--init``)."""
-    from regnet.inference.models import resolve_model
-    from regnet.training.checkpoint import model_from_checkpoint
-
     path, _ = resolve_model(init)
     payload = load_checkpoint(path)
     if "stages" in payload:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from regnet.config import SamplingConfig
-from regnet.inference.dense import predict_whole
+from regnet.network.unet import predict_whole
 from regnet.sampling.classes import NO_CLASS, draw_balanced_centres
 from regnet.sampling.stream import PairRecord, cut_batch, load_pair
 

@@ -28,6 +28,9 @@ from tqdm import tqdm
 from regnet.devices import pick_device
 from regnet.geometry.compose import sample_field, voxel_indices
 from regnet.geometry.warp import warp_image
+from regnet.inference.models import load_model
+from regnet.inference.register import SMOOTH_VOX
+from regnet.inference.stages import run_stages
 from regnet.io.atomic import write_text_atomic
 from regnet.io.dvf import itk_to_dvf, resample_dvf, write_dvf
 from regnet.io.images import write_image
@@ -51,10 +54,6 @@ def make_residuals(data, model, out, device="cpu", dsmooth=None) -> int:
     """Residual pairs of every pair in ``data``'s manifest (or of those whose Dsmooth variant
     is in ``dsmooth``) after ``model``'s stages; returns the number of pairs in
     ``out/manifest.csv``."""
-    from regnet.inference.models import load_model
-    from regnet.inference.register import SMOOTH_VOX
-    from regnet.inference.stages import run_stages
-
     data, out = Path(data), Path(out)
     loaded = model if not isinstance(model, str | Path) else load_model(model)
     device = pick_device(device) if isinstance(device, str) else device

@@ -27,12 +27,6 @@ EXTENT_WARN_RATIO = 2.0  # fixed and moving physical extents along an axis
 BEYOND_WARN_FRACTION = 0.1  # of the fixed image mapped beyond the moving image
 
 
-def intensity_percentiles(normalised: np.ndarray) -> list[float]:
-    """``[p1, p99]`` of a normalised image (any shape), on a subsample for speed."""
-    values = normalised.ravel()[:: max(1, normalised.size // 2_000_000)]
-    return [float(v) for v in np.percentile(values, [1, 99])]
-
-
 def folding_warning(fraction: float) -> str | None:
     if fraction > FOLDING_WARN_FRACTION:
         return (f"folding: {100 * fraction:.3f}% of voxels have a Jacobian <= 0 (threshold "

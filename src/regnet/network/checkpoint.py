@@ -10,17 +10,22 @@ copied; it is loaded, checksum-verified, from the installation).
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from regnet.config import Config, config_from_dict
-from regnet.errors import RegNetError, fail
+from regnet.errors import RegNetError, UsageError, bad_setting, fail
 from regnet.io.atomic import atomic_path
 from regnet.network import build_network
 
 FORMAT = "regnet-checkpoint-v1"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+# {"default": 3D CT name, "default_mr": 3D MR name, "default_2d": 2D name,
+#  "models": {name: {file, sha256, modality, anatomy, spacing, validation[, flips]}}}
+INDEX = MODELS_DIR / "models.json"
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
@@ -109,3 +114,32 @@ def model_from_checkpoint(payload: dict, where="checkpoint") -> tuple[nn.Module,
         first = str(exc).strip().splitlines()[0][:160]
         raise fail(where, f"weights do not match the stored config ({first})") from exc
     return model, config
+
+
+def shipped_models() -> dict:
+    if not INDEX.is_file():
+        return {"default": None, "models": {}}
+    return json.loads(INDEX.read_text(encoding="utf-8"))
+
+
+def default_key(dim: int) -> str:
+    return "default_2d" if dim == 2 else "default"
+
+
+def resolve_model(model: str | Path | None, dim: int = 3) -> tuple[Path, dict]:
+    """Path of a model and, for a shipped one, its index entry (``sha256``, ...).
+    ``None``: the shipped default for ``dim``-dimensional images."""
+    index = shipped_models()
+    if model is None:
+        model = index.get(default_key(dim))
+        if model is None:
+            raise UsageError(f"no default {dim}D model is shipped in this installation; "
+                              "pass --model NAME|PATH (a checkpoint from `regnet train`)")
+    entry = index["models"].get(str(model))
+    if entry is not None:
+        return MODELS_DIR / entry["file"], entry
+    path = Path(model)
+    if path.is_file():
+        return path, {}
+    raise bad_setting(model, f"is neither a checkpoint file nor a shipped model "
+                      f"(shipped: {sorted(index['models'])})")
