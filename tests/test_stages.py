@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import SimpleITK as sitk
 
+from regnet.inference.options import RegisterOptions
 from regnet.demo import SIZE_ZYX, SPACING_MM, build_phantom, respiratory_dvf
 from regnet.geometry.warp import warp_image
 from regnet.inference.models import load_model
@@ -114,11 +115,13 @@ def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
         kept = [2.0] if right == "alone" else [8.0, 4.0, 2.0]
         for chained, refinements in ((three, []), (model, [2.0])):
             finest_runs.clear()
-            u, _, reports = stages.run_stages(fixed, moving, chained, "cpu", chain="auto")
+            u, _, reports = stages.run_stages(fixed, moving, chained, "cpu",
+                                              RegisterOptions(chain="auto"))
             assert np.array_equal(u, shift)
             assert [r.spacing_mm for r in reports] == kept + refinements
             assert len(finest_runs) == (2 if coarse_kept and coarse_mm <= 8 else 1)
-        _, _, reports = stages.run_stages(fixed, moving, model, "cpu", chain="always")
+        _, _, reports = stages.run_stages(fixed, moving, model, "cpu",
+                                          RegisterOptions(chain="always"))
         assert len(reports) == 4
 
 

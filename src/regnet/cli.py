@@ -10,6 +10,15 @@ import sys
 
 from regnet.errors import RegNetError, UsageError
 from regnet.geometry.warp import INTERPOLATORS
+from regnet.inference.options import (
+    CHAINS,
+    DVF_FORMATS,
+    FLIPS,
+    PHASES,
+    PREALIGN,
+    SMOOTH_VOX,
+    RegisterOptions,
+)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -64,10 +73,11 @@ def _train(args) -> int:
 
 def _register(args) -> int:
     options = {"report": not args.no_report, "dvf_format": args.dvf_format,
-               "series": args.series, "max_memory_gb": args.max_memory_gb,
-               "stages": args.stages, "prealign_kind": args.prealign, "guard": not args.no_guard,
-               "smooth_vox": args.smooth, "chain": args.chain, "phases": args.phases,
-               "flips": args.flips, "inverse": args.inverse}
+               "inverse": args.inverse, "options": RegisterOptions(
+                   stages=args.stages and tuple(args.stages), prealign_kind=args.prealign,
+                   guard=not args.no_guard, smooth_vox=args.smooth, chain=args.chain,
+                   phases=args.phases, flips=args.flips, max_memory_gb=args.max_memory_gb,
+                   series=args.series and tuple(args.series))}
     if args.pairs:
         if args.fixed or args.moving or args.fixed_mask or args.transform_out:
             raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask/--transform-out; "
@@ -184,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--series", nargs="+", help="DICOM series UID(s) to read from folders "
                    "that hold several")
-    p.add_argument("--dvf-format", default="nii", choices=["nii", "nii.gz", "mha"],
+    p.add_argument("--dvf-format", default="nii", choices=DVF_FORMATS,
                    help="file format of dvf.* and moved.* (default nii: 10x faster to write "
                         "than nii.gz for a barely smaller file)")
     p.add_argument("--max-memory-gb", type=float, help="refuse images whose registration "
@@ -192,24 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", nargs="+", type=float, metavar="MM",
                    help="coarse-to-fine isotropic spacings in mm, e.g. 8 4 2, for large motion "
                         "(default: one stage at the model's spacing)")
-    p.add_argument("--prealign", default="none", choices=["none", "rigid", "affine"],
+    p.add_argument("--prealign", default="none", choices=PREALIGN,
                    help="global pre-alignment (SimpleITK, mutual information), composed into "
                         "the written DVF")
-    p.add_argument("--smooth", type=float, default=2.0, metavar="VOXELS",
+    p.add_argument("--smooth", type=float, default=SMOOTH_VOX, metavar="VOXELS",
                    help="Gaussian sigma applied to the network's output, in voxels of the "
                         "model grid (default 2: no folding; 0: the seed's raw output)")
     p.add_argument("--no-guard", action="store_true",
                    help="keep stages that lower the images' similarity (NCC)")
-    p.add_argument("--chain", default="auto", choices=["auto", "always"],
+    p.add_argument("--chain", default="auto", choices=CHAINS,
                    help="multi-stage models: auto runs the finest stage alone and after the "
                         "coarser ones, keeps the result with the higher NCC, then refines it; "
                         "always: the chain only")
-    p.add_argument("--phases", default="one", choices=["one", "sparse", "all"],
+    p.add_argument("--phases", default="one", choices=PHASES,
                    help="where the seed network predicts before linear interpolation: every "
                         "2nd voxel per axis (one, the default), every 4th at stages of at most "
-                        "2 mm (sparse: 7%% faster per pass, 0.03 mm less accurate on MR) or "
-                        "every voxel (all: exact, 2^n times one's time)")
-    p.add_argument("--flips", type=int, choices=[1, 2, 4, 8],
+                        "2 mm (sparse: faster, less accurate) or every voxel (all: exact, 2^n "
+                        "times one's time); README, 'Register your own pair'")
+    p.add_argument("--flips", type=int, choices=FLIPS,
                    help="average this many passes over mirrored copies of the images at each "
                         "stage of at most 4 mm (default: the model's own: 2 for the MR default, "
                         "1 for the CT default; 1: one pass, the fastest)")

@@ -23,8 +23,8 @@ from regnet.geometry.invert import invert_and_check
 from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
 from regnet.inference import trust
-from regnet.inference.dense import FLIPS, TILE
 from regnet.inference.models import LoadedModel, choose_model, load_model
+from regnet.inference.options import DVF_FORMATS, RegisterOptions, register_options
 from regnet.inference.stages import prealign, reports_as_dicts, run_stages
 from regnet.intensity import intensity_percentiles, normalize
 from regnet.io.atomic import folder_lock, write_text_atomic
@@ -43,10 +43,8 @@ from regnet.reporting.report import write_report
 log = logging.getLogger(__name__)
 
 
-DVF_FORMATS = ("nii", "nii.gz", "mha")  # "nii": default, by benchmarks/dvf_formats.py
 BYTES_PER_VOXEL = (200, 150)  # peak memory per voxel of the fixed grid and of the model grid
 BASE_GB = 2.0  # plus the interpreter and one full tile (79³ centres: 2.5 GB peak RSS in all)
-SMOOTH_VOX = 2.0  # no folding, equal or lower error: benchmarks/README.md "Folding"
 
 
 @dataclass
@@ -133,40 +131,26 @@ def check_memory(fixed: sitk.Image, spacing_mm: float, limit_gb: float | None, n
     return need_gb
 
 
-def register(fixed, moving, model: str | Path | LoadedModel | None = None, device="auto",
-             fixed_mask=None, tile: int = TILE, phases: str = "one", series=None,
-             max_memory_gb: float | None = None, stages=None, prealign_kind: str = "none",
-             guard: bool = True, smooth_vox: float = SMOOTH_VOX,
-             unfold_field: bool = True, chain: str = "auto",
-             flips: int | None = None) -> RegistrationResult:
+def register(fixed, moving, model: str | Path | LoadedModel | None = None,
+             options: RegisterOptions | None = None, device="auto", fixed_mask=None,
+             **option_values) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` in one forward pass of the network per stage.
 
     fixed, moving: paths or ``sitk.Image`` (2D or 3D, any grids). The moving image is resampled
     onto the fixed grid, both onto the model's isotropic spacing; the predicted DVF is brought
     back to the original fixed grid. ``model=None`` takes the shipped default that suits the
-    images (:func:`regnet.inference.models.choose_model`, logged). ``stages``: isotropic
-    spacings (mm) of coarse-to-fine stages (default: one stage at the model's spacing);
-    ``prealign_kind``: ``none``, ``rigid`` or ``affine``;
-    ``guard``: drop stages that lower the images' similarity (:mod:`regnet.inference.stages`);
-    ``smooth_vox``: Gaussian smoothing (sigma in voxels of each stage's grid) of the network's
-    output, 0 for the seed's raw prediction (then nothing is smoothed, the composed field
-    neither); ``unfold_field``: smooth a composed field, and the final field locally wherever
-    it still folds (False: the stages' composed field as it is). ``chain``: ``auto`` runs a
-    multi-stage model's whole chain and its finest stage(s) alone and keeps the better of the two
-    by NCC; ``always`` runs the chain only (:func:`regnet.inference.
-    stages.run_stages`). ``phases``: where the seed network predicts before linear
-    interpolation, every 4th voxel (``sparse``, at stages of at most 2 mm), 2nd (``one``) or
-    every voxel (``all``) per axis (:mod:`regnet.inference.dense`). ``flips``: mirrored
-    passes averaged at each stage of at most ``FLIPS_MAX_MM`` (1, 2, 4 or 8; None: the
-    model's own, from ``models.json``; :func:`regnet.inference.dense.predict_field`).
-    ``series``: DICOM series UIDs to pick in folders holding several. The summary's
-    ``warnings`` list the trust signals of :mod:`regnet.inference.trust`.
+    images (:func:`regnet.inference.models.choose_model`, logged). ``options``: a
+    :class:`~regnet.inference.options.RegisterOptions`, or its fields by name in
+    ``option_values`` (``smooth_vox=0``); the stages are :func:`regnet.inference.stages.
+    run_stages`. ``fixed_mask``: the voxels whose Jacobian statistics are reported. The
+    summary's ``warnings`` list the trust signals of :mod:`regnet.inference.trust`.
     """
+    options = register_options(options, **option_values)
     t0 = time.perf_counter()
     names = (fixed if not isinstance(fixed, sitk.Image) else "fixed",
              moving if not isinstance(moving, sitk.Image) else "moving")
-    fixed_img = _as_image(fixed, names[0], series)
-    moving_img = _as_image(moving, names[1], series)
+    fixed_img = _as_image(fixed, names[0], options.series)
+    moving_img = _as_image(moving, names[1], options.series)
     if fixed_img.GetDimension() != moving_img.GetDimension():
         raise RegNetError(f"{names[0]} is {fixed_img.GetDimension()}D but {names[1]} is "
                           f"{moving_img.GetDimension()}D; both must have the same dimension")
@@ -180,30 +164,25 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
     if fixed_img.GetDimension() != dim:
         raise RegNetError(f"{names[0]}: the model {loaded.source} is for {dim}D images, "
                           f"this image is {fixed_img.GetDimension()}D")
+    options = options.checked(dim, loaded.flips)
     overlap = overlap_fraction(fixed_img, moving_img)
-    if overlap == 0 and prealign_kind == "none":
+    if overlap == 0 and options.prealign_kind == "none":
         raise RegNetError(f"{names[1]} does not overlap {names[0]} in physical space (moving "
                           f"origin {np.round(moving_img.GetOrigin(), 1).tolist()} mm, fixed "
                           f"origin {np.round(fixed_img.GetOrigin(), 1).tolist()} mm); check "
                           "the headers or pre-align the images")
-    if stages is not None and (not stages or min(stages) <= 0):
-        raise UsageError(f"--stages {stages}: give positive spacings in mm, e.g. 8 4 2")
-    flips = loaded.flips if flips is None else flips
-    if flips not in FLIPS[:dim + 1]:
-        raise UsageError(f"--flips {flips}: choose one of {FLIPS[:dim + 1]} for {dim}D images")
     stage_models = loaded.stages or [loaded]
-    finest_mm = min(stages or [m.stage_spacing_mm for m in stage_models])
-    check_memory(fixed_img, finest_mm, max_memory_gb, names[0])
+    finest_mm = min(options.stages or [m.stage_spacing_mm for m in stage_models])
+    check_memory(fixed_img, finest_mm, options.max_memory_gb, names[0])
     mask = load_mask(fixed_mask, fixed_img) if fixed_mask is not None else None
     dev = pick_device(device) if isinstance(device, str) else device
     for stage_model in stage_models:
         stage_model.network.to(dev)
     background = float(sitk.GetArrayViewFromImage(moving_img).min())
     t1 = time.perf_counter()
-    transform = prealign(fixed_img, moving_img, prealign_kind)
-    u_mm, grid, reports = run_stages(fixed_img, moving_img, loaded, dev, stages, background,
-                                     guard, transform, tile, phases, smooth_vox,
-                                     unfold_field and smooth_vox > 0, chain, flips)
+    transform = prealign(fixed_img, moving_img, options.prealign_kind)
+    u_mm, grid, reports = run_stages(fixed_img, moving_img, loaded, dev, options, background,
+                                     transform)
     t_net = time.perf_counter() - t1
     beyond = 1.0 - float(maps_inside(through_global(u_mm, grid, transform), grid,
                                      moving_img).mean())
@@ -244,9 +223,9 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
                "dvf_max_abs_mm": float(np.abs(dvf_mm).max()),
                "model_trained_range_mm": loaded.trained_range_mm, **stats,
                "beyond_moving_fraction": round(beyond, 4),
-               "prealign": prealign_kind, "smooth_vox": smooth_vox, "chain": chain,
-               "flips": flips,
-               "unfold": unfold_field and smooth_vox > 0,
+               "prealign": options.prealign_kind, "smooth_vox": options.smooth_vox,
+               "chain": options.chain, "flips": options.flips,
+               "unfold": options.unfold_field and options.smooth_vox > 0,
                "stages": reports_as_dicts(reports),
                "trusted": not warnings, "warnings": warnings}
     log.info("registered in %.2f s (network and stages %.2f s on %s); Jacobian min %.3f, "
@@ -257,14 +236,15 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None, devic
 
 def register_files(fixed, moving, out, model=None, fixed_mask=None, device="auto",
                    report=True, dvf_format="nii", inverse=False, transform_out=None,
-                   **options) -> RegistrationResult:
+                   options: RegisterOptions | None = None,
+                   **option_values) -> RegistrationResult:
     """The ``regnet register`` command: register (``options`` as in :func:`register`) and
     write the outputs into ``out`` (:meth:`RegistrationResult.save`), holding a lock on ``out``
     so that two runs never write into one folder at once."""
     out = Path(out)
     with folder_lock(out, "regnet register"):
-        result = register(fixed, moving, model=model, device=device, fixed_mask=fixed_mask,
-                          **options)
+        result = register(fixed, moving, model=model, options=options, device=device,
+                          fixed_mask=fixed_mask, **option_values)
         result.summary.update({"fixed": str(fixed), "moving": str(moving)})
         mask = load_mask(fixed_mask, result.fixed) if fixed_mask is not None else None
         result.save(out, report=report, dvf_format=dvf_format, inverse=inverse,

@@ -29,7 +29,7 @@ from regnet.devices import pick_device
 from regnet.geometry.compose import sample_field, voxel_indices
 from regnet.geometry.warp import warp_image
 from regnet.inference.models import load_model
-from regnet.inference.register import SMOOTH_VOX
+from regnet.inference.options import RegisterOptions
 from regnet.inference.stages import run_stages
 from regnet.io.atomic import write_text_atomic
 from regnet.io.dvf import itk_to_dvf, resample_dvf, write_dvf
@@ -70,8 +70,9 @@ def make_residuals(data, model, out, device="cpu", dsmooth=None) -> int:
             moving = sitk.ReadImage(str(data / row["moving"]))
             truth = itk_to_dvf(sitk.ReadImage(str(data / row["dvf"])), row["dvf"])
             background = float(sitk.GetArrayViewFromImage(moving).min())
-            u_prev, grid, _ = run_stages(fixed, moving, loaded, device, background=background,
-                                         smooth_vox=SMOOTH_VOX, unfold_field=True)
+            u_prev, grid, _ = run_stages(fixed, moving, loaded, device,
+                                         RegisterOptions().checked(fixed.GetDimension()),
+                                         background)
             u_prev = resample_dvf(u_prev, grid, fixed)
             r = residual_field(truth, u_prev, fixed.GetSpacing())
             write_image(warp_image(moving, u_prev, fixed, default=background),

@@ -34,15 +34,15 @@ from regnet.geometry.compose import compose_dvfs, through_global
 from regnet.geometry.faces import fade_at_faces
 from regnet.geometry.jacobian import unfold
 from regnet.geometry.warp import warp_image
-from regnet.inference.dense import TILE, predict_field
+from regnet.inference.dense import predict_field
 from regnet.inference.models import LoadedModel
+from regnet.inference.options import PREALIGN, RegisterOptions
 from regnet.intensity import normalize
 from regnet.io.dvf import resample_dvf
 from regnet.io.images import resample_isotropic
 from regnet.network.registry import DENSE
 
 log = logging.getLogger(__name__)
-PREALIGN = ("none", "rigid", "affine")
 COMPOSED_SMOOTH_VOX = 2.0  # Gaussian sigma (finest-stage voxels) on a composed field
 # phases="sparse" (centres 4 voxels apart) only where those are at most this far apart: on a
 # validation CT's seed low field, sparse at 8 and 4 mm too raised the error 1.20 -> 1.34 mm,
@@ -52,7 +52,6 @@ SPARSE_MAX_MM = 8.0
 # validation cases, mirroring the 8 mm stage as well raised the prostate's seed low field error
 # 2.62 -> 6.95 mm (benchmarks/README.md, session 13)
 FLIPS_MAX_MM = 4.0
-CHAINS = ("auto", "always")
 
 
 @dataclass
@@ -84,7 +83,7 @@ def prealign(fixed: sitk.Image, moving: sitk.Image, kind: str, spacing_mm: float
     affine from the rigid result.
     """
     if kind not in PREALIGN:
-        raise UsageError(f"--prealign {kind!r}: choose one of {PREALIGN}")
+        raise UsageError(f"--prealign {kind}: choose one of {PREALIGN}")
     if kind == "none":
         return None
     fixed_c = resample_isotropic(fixed, max(spacing_mm, min(fixed.GetSpacing())))
@@ -134,17 +133,29 @@ def stage_plan(loaded: LoadedModel, spacings_mm=None) -> list[tuple[float, Loade
     return [(s, loaded) for s in sorted(spacings_mm or [loaded.spacing_mm], reverse=True)]
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every stage of one registration shares."""
+
+    fixed: sitk.Image
+    moving: sitk.Image
+    device: object
+    background: float
+    global_transform: sitk.Transform | None
+    options: RegisterOptions
+
+
 def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, device,
-               spacings_mm=None, background: float = 0.0, guard: bool = True,
-               global_transform: sitk.Transform | None = None, tile: int = TILE,
-               phases: str = "one", smooth_vox: float = 0.0, unfold_field: bool = False,
-               chain: str = "auto", flips: int = 1
+               options: RegisterOptions, background: float = 0.0,
+               global_transform: sitk.Transform | None = None
                ) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
-    """Run the stages coarse to fine (:func:`stage_plan`); return ``(u_mm, grid, reports)``
-    with ``u`` the field found after the global transform, on the finest stage's grid (grid
-    frame, mm). ``smooth_vox``: Gaussian sigma (voxels of each stage's grid) applied to every
-    residual of the seed's patch network (a dense network's output is smooth already);
-    ``unfold_field``: where several stages were kept, smooth their composed field
+    """Run the stages coarse to fine (:func:`stage_plan` of ``options.stages``); return
+    ``(u_mm, grid, reports)`` with ``u`` the field found after the global transform, on the
+    finest stage's grid (grid frame, mm). ``options`` are checked already
+    (:meth:`RegisterOptions.checked`). ``smooth_vox``: Gaussian sigma (voxels of each stage's
+    grid) applied to every residual of the seed's patch network (a dense network's output is
+    smooth already); ``unfold_field``: where several stages were kept, smooth their composed
+    field
     (``COMPOSED_SMOOTH_VOX``), then smooth it locally wherever it still folds
     (:func:`regnet.geometry.jacobian.unfold`, up to 30 passes). On the held-out chest CT's
     seed low field this takes folding from 1.5% of body voxels to 0% and the error from 2.14
@@ -166,17 +177,14 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
 
     ``flips``: mirrored passes averaged (:func:`regnet.inference.dense.predict_field`) at each
     stage of at most ``FLIPS_MAX_MM``; coarser stages run once."""
-    if chain not in CHAINS:
-        raise UsageError(f"--chain {chain!r}: choose one of {CHAINS}")
-    plan = stage_plan(loaded, spacings_mm)
-    args = (fixed, moving, device, background, guard, global_transform, tile, phases,
-            smooth_vox, flips)
+    run = _Run(fixed, moving, device, background, global_transform, options)
+    plan = stage_plan(loaded, options.stages)
     first = next(i for i, (spacing, _) in enumerate(plan) if spacing == plan[-1][0])
-    if chain == "always" or first == 0 or spacings_mm is not None:
-        u, grid, reports = _run_plan(plan, *args)
+    if options.chain == "always" or first == 0 or options.stages is not None:
+        u, grid, reports = _run_plan(plan, run)
     else:
-        coarse = _run_plan(plan[:first], *args)
-        full = _run_plan(plan[first:first + 1], *args, start=coarse)
+        coarse = _run_plan(plan[:first], run)
+        full = _run_plan(plan[first:first + 1], run, start=coarse)
         trained = plan[first][1].trained_range_mm
         reach = (float(np.percentile(np.linalg.norm(coarse[0], axis=-1), 99))
                  if any(r.kept for r in coarse[2]) else None)
@@ -185,31 +193,31 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
                      "the finest stage's trained %g mm: kept without trying that stage alone",
                      reach, trained)
         elif reach is not None:
-            alone = _run_plan(plan[first:first + 1], *args)
+            alone = _run_plan(plan[first:first + 1], run)
             norm = plan[first][1].config.sampling.normalization
-            scores = [_final_ncc(fixed, moving, u, grid, background, global_transform, norm)
-                      for u, grid, _ in (alone, full)]
+            scores = [_final_ncc(run, u, grid, norm) for u, grid, _ in (alone, full)]
             log.info("NCC %.4f with the finest stage alone, %.4f after the coarser stages: "
                      "keeping %s", *scores,
                      "the coarser stages" if scores[1] > scores[0] else "it alone")
             full = full if scores[1] > scores[0] else alone
         u, grid, reports = full  # no coarser stage kept: the chain is the finest stage alone
         if first + 1 < len(plan):
-            u, grid, reports = _run_plan(plan[first + 1:], *args, start=(u, grid, reports))
-    return _finish(u, grid, reports, unfold_field, moving, global_transform)
+            u, grid, reports = _run_plan(plan[first + 1:], run, start=(u, grid, reports))
+    return _finish(u, grid, reports, run)
 
 
-def _final_ncc(fixed, moving, u, grid, background, global_transform, norm) -> float:
-    seen = through_global(u, grid, global_transform)
-    fixed_arr = normalize(sitk.GetArrayFromImage(resample_isotropic(fixed, grid.GetSpacing()[0])),
-                          norm)
+def _final_ncc(run: _Run, u, grid, norm) -> float:
+    seen = through_global(u, grid, run.global_transform)
+    fixed_arr = normalize(sitk.GetArrayFromImage(
+        resample_isotropic(run.fixed, grid.GetSpacing()[0])), norm)
     return ncc(fixed_arr, normalize(sitk.GetArrayFromImage(
-        warp_image(moving, seen, grid, default=background)), norm))
+        warp_image(run.moving, seen, grid, default=run.background)), norm))
 
 
-def _run_plan(plan, fixed, moving, device, background, guard, global_transform, tile, phases,
-              smooth_vox, flips, start=None) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
+def _run_plan(plan, run: _Run, start=None) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
     """Run ``plan``'s stages from ``start`` (``(u, grid, reports)`` so far; default none)."""
+    fixed, moving, background = run.fixed, run.moving, run.background
+    global_transform, o = run.global_transform, run.options
     u, grid, reports = start or (None, None, [])
     reports = list(reports)
     for spacing, model in plan:
@@ -225,18 +233,18 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
         moving_arr = normalize(sitk.GetArrayFromImage(
             warp_image(moving, seen, grid, default=background)), norm)
         scale = spacing / model.spacing_mm
-        stage_phases = "one" if phases == "sparse" and 4 * spacing > SPARSE_MAX_MM else phases
-        r = predict_field(model.network, name, moving_arr, fixed_arr, device,
-                          multi=s.Resolution == "multi", tile=tile, phases=stage_phases, R=s.R,
-                          Rlow=s.Rlow, flips=flips if spacing <= FLIPS_MAX_MM else 1) * scale
-        if smooth_vox > 0 and name not in DENSE:
-            r = smooth_field(r, smooth_vox)
+        phases = "one" if o.phases == "sparse" and 4 * spacing > SPARSE_MAX_MM else o.phases
+        r = predict_field(model.network, name, moving_arr, fixed_arr, run.device,
+                          multi=s.Resolution == "multi", tile=o.tile, phases=phases, R=s.R,
+                          Rlow=s.Rlow, flips=o.flips if spacing <= FLIPS_MAX_MM else 1) * scale
+        if o.smooth_vox > 0 and name not in DENSE:
+            r = smooth_field(r, o.smooth_vox)
         candidate = compose_dvfs(u, r, grid.GetSpacing())
         seen_after = through_global(candidate, grid, global_transform)
         after_arr = normalize(sitk.GetArrayFromImage(
             warp_image(moving, seen_after, grid, default=background)), norm)
         before, after = ncc(fixed_arr, moving_arr), ncc(fixed_arr, after_arr)
-        kept = after > before or not guard
+        kept = after > before or not o.guard
         seconds = time.perf_counter() - t0
         if kept:
             u = candidate
@@ -253,14 +261,14 @@ def _run_plan(plan, fixed, moving, device, background, guard, global_transform, 
     return u, grid, reports
 
 
-def _finish(u, grid, reports, unfold_field, moving, global_transform
-            ) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
-    """Log the stages kept; with ``unfold_field``, fade the field towards a smooth
-    extrapolation near the images' faces (:func:`regnet.geometry.faces.fade_at_faces`), then
-    smooth and unfold it."""
+def _finish(u, grid, reports, run: _Run) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
+    """Log the stages kept; with ``unfold_field`` (and smoothing), fade the field towards a
+    smooth extrapolation near the images' faces (:func:`regnet.geometry.faces.fade_at_faces`),
+    then smooth and unfold it."""
     log.info("stages kept: %s", [f"{r.spacing_mm:g} mm" for r in reports if r.kept] or "none")
+    unfold_field = run.options.unfold_field and run.options.smooth_vox > 0
     if unfold_field and any(r.kept for r in reports):
-        u = fade_at_faces(u, grid, moving, global_transform)
+        u = fade_at_faces(u, grid, run.moving, run.global_transform)
     if unfold_field and sum(r.kept for r in reports) > 1:
         u = smooth_field(u, COMPOSED_SMOOTH_VOX)
     if unfold_field:

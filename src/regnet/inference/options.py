@@ -1,0 +1,67 @@
+"""The options of ``regnet register``, one object from the command line down to the stages.
+
+The constants here are the choices the command line offers; nothing in this module needs
+torch, so ``regnet --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from regnet.errors import UsageError
+
+SMOOTH_VOX = 2.0  # Gaussian sigma (voxels of each stage's grid) on the network's output
+TILE = 80  # centres per tile side of the seed network's dense prediction
+PHASES = ("all", "one", "sparse")  # where the seed network predicts (inference/dense.py)
+FLIPS = (1, 2, 4, 8)  # mirrored passes averaged (inference/dense.py: mirror_sets)
+PREALIGN = ("none", "rigid", "affine")
+CHAINS = ("auto", "always")
+DVF_FORMATS = ("nii", "nii.gz", "mha")  # "nii": 10x faster to write than nii.gz
+
+
+@dataclass(frozen=True)
+class RegisterOptions:
+    """How ``regnet register`` runs (see ``regnet register --help``).
+
+    stages: isotropic spacings (mm) of coarse-to-fine stages; None: the model's own.
+    prealign_kind: a global ``PREALIGN`` transform first. guard: drop stages that lower the
+    images' similarity. smooth_vox: Gaussian sigma on each stage's output, 0 for the seed's raw
+    prediction. unfold_field: smooth a composed field, and locally wherever it folds.
+    chain: ``CHAINS``. phases: ``PHASES``. flips: mirrored passes averaged at the fine stages
+    (None: the model's own). tile: centres per tile side. max_memory_gb: refuse larger jobs
+    (None: the memory available). series: DICOM series UIDs to read."""
+
+    stages: tuple[float, ...] | None = None
+    prealign_kind: str = "none"
+    guard: bool = True
+    smooth_vox: float = SMOOTH_VOX
+    unfold_field: bool = True
+    chain: str = "auto"
+    phases: str = "one"
+    flips: int | None = None
+    tile: int = TILE
+    max_memory_gb: float | None = None
+    series: tuple[str, ...] | None = None
+
+    def checked(self, dim: int, model_flips: int = 1) -> RegisterOptions:
+        """These options for ``dim``-D images, ``flips`` resolved to the model's own when
+        None; a choice outside the constants raises a :class:`UsageError`."""
+        flips = model_flips if self.flips is None else self.flips
+        for name, value, allowed in (("--chain", self.chain, CHAINS),
+                                     ("--phases", self.phases, PHASES),
+                                     ("--prealign", self.prealign_kind, PREALIGN),
+                                     ("--flips", flips, FLIPS[:dim + 1])):
+            if value not in allowed:
+                raise UsageError(f"{name} {value}: choose one of {allowed}"
+                                 + (f" for {dim}D images" if name == "--flips" else ""))
+        if self.stages is not None and (not self.stages or min(self.stages) <= 0):
+            raise UsageError(f"--stages {list(self.stages)}: give positive spacings in mm, "
+                             "e.g. 8 4 2")
+        stages = None if self.stages is None else tuple(float(s) for s in self.stages)
+        return dataclasses.replace(self, flips=flips, stages=stages)
+
+
+def register_options(options: RegisterOptions | None = None, **values) -> RegisterOptions:
+    """``options`` (default: the defaults) with the fields named in ``values`` replaced."""
+    return dataclasses.replace(options or RegisterOptions(), **values)
