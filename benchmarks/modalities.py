@@ -1,5 +1,5 @@
 """The shipped models across modalities, on data held out from training, with elastix in the
-same run (issue 10's measurements).
+same run.
 
     python benchmarks/modalities.py --data ../shared/data [--models auto ct_lung_2mm ...]
         [--normalization robust] [--methods identity regnet elastix] [--quick]

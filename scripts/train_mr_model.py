@@ -12,21 +12,20 @@ command.
 2. The refinement stage: ``mr_2mm`` run at 8, 4 and 2 mm registers the pairs of Dsmooth 0, 2, 4
    and 6 (``regnet residuals``); ``mr_2mm`` is fine-tuned on what it leaves plus the original
    pairs, with displacement classes of 0.75 / 1.5 / 3 mm.
-3. ``mr_2mm`` (shipped until session 13): the first one fine-tuned on its pairs plus pairs from 10
+3. An intermediate ``mr_2mm``: the first one fine-tuned on its pairs plus pairs from 10
    synthetic scans rendered from random label maps (``scripts/synthetic_scans.py``, the
    SynthMorph idea; configs/mr_synthetic.yaml).
-4. The shipped ``mr_2mm`` (session 14): step 3's, fine-tuned on a GPU (configs/mr_gpu.yaml:
+4. The shipped ``mr_2mm``: step 3's, fine-tuned on a GPU (configs/mr_gpu.yaml:
    batch 128, lr 3e-4, 5.4 minutes, 2,000 steps on an H200) on the head pairs drawn twice
    (seeds 0 and 1) and pairs from 24 synthetic scans, then once more from its best checkpoint
    at lr 1.5e-4 (2.6 minutes, 963 steps; validation every 200). ``--gpu-minutes 0 0`` ships
    step 3's instead.
 5. ``mr_multistage``: ``mr_2mm`` at 8, 4, 3, 2.5, 2.25 and 2 mm, the refinement stage at 2 mm
    (trained after step 1's ``mr_2mm`` on what the 8, 4, 2 mm chain leaves, as shipped), then
-   ``mr_2mm`` at 1.5 and 1.25 mm. The 3
-   and 2.5 mm stages (session 12) lowered the validation proxy's mean error 2.42 -> 1.90 mm;
-   two mirrored passes averaged at 4 mm and finer (``"flips": 2``, session 13) to 1.68 mm;
-   step 4's ``mr_2mm`` to 1.54 mm, and with it the 2.25 mm stage (session 14) to 1.45 mm;
-   ``mr_2mm`` at 1.5 and 1.25 mm after the refinement stage (session 15) to 1.18 mm.
+   ``mr_2mm`` at 1.5 and 1.25 mm. The 3 and 2.5 mm stages lowered the validation proxy's
+   mean error 2.42 -> 1.90 mm; two mirrored passes averaged at 4 mm and finer
+   (``"flips": 2``) to 1.68 mm; step 4's ``mr_2mm`` to 1.54 mm, and with it the 2.25 mm
+   stage to 1.45 mm; ``mr_2mm`` at 1.5 and 1.25 mm after the refinement stage to 1.18 mm.
 
 Split by subject:
 
@@ -66,7 +65,7 @@ SYNTHETIC_SCANS = 10
 SYNTHETIC_SCANS_GPU = 24  # the first 10 are step 3's
 RESIDUAL_CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm"]  # what the refinement stage learns after
 CHAIN = ["mr_2mm@8", "mr_2mm@4", "mr_2mm@3", "mr_2mm@2.5", "mr_2mm@2.25", "mr_2mm"]  # before it
-FINE = ["mr_2mm@1.5", "mr_2mm@1.25"]  # after it: validation 1.45 -> 1.18 mm (session 15)
+FINE = ["mr_2mm@1.5", "mr_2mm@1.25"]  # after it: validation 1.45 -> 1.18 mm
 FLIPS = 2  # mirrored passes averaged at stages of 4 mm and finer: validation 1.90 -> 1.68 mm
 TRAINING = ["fnndsc_adi_memprage_t1_head", "fnndsc_adi_t2fse_head", "niivue_otsu_t1_head",
             "niivue_flair_brain_skullstripped"]  # the last validates (val_cases in the config)

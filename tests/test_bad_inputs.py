@@ -146,7 +146,7 @@ def _locked(ctx, monkeypatch):
     (ctx.tmp / "out").mkdir()
     handle = open(ctx.tmp / "out" / ".lock", "a+")
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    monkeypatch.setattr(Ctx, "_held", handle, raising=False)  # released with the test
+    monkeypatch.setattr(Ctx, "_held", handle, raising=False)  # freed with the test
     return ctx.register()
 
 

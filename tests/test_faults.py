@@ -45,6 +45,21 @@ def run_and_kill(argv, after_s: float) -> int | None:
         return None
 
 
+def run_and_kill_after_step(argv, checkpoint: Path, step: int, extra_s: float) -> int | None:
+    """Start ``argv``, SIGKILL it ``extra_s`` seconds after ``checkpoint`` records ``step`` or
+    more; return its code if it ended first. Progress, not wall time, decides the moment, so
+    a loaded machine kills it mid-run too."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while process.poll() is None:
+        if checkpoint.is_file() and load_checkpoint(checkpoint)["step"] >= step:
+            time.sleep(extra_s)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return None
+        time.sleep(0.02)
+    return process.returncode
+
+
 def timed_run(argv) -> float:
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True)
@@ -98,12 +113,14 @@ def test_train_killed_at_random_moments_resumes_to_the_same_checkpoint(dataset_2
     config.write_text(dump_config(config_2d(steps=120, checkpoint_every=10, val_every=1000,
                                             val_max_patches=60)))
     args = ("train", "--data", dataset_2d, "--config", config, "--device", "cpu")
-    duration = timed_run(regnet_cli(*args, "--out", tmp_path / "reference"))
+    subprocess.run(regnet_cli(*args, "--out", tmp_path / "reference"), check=True,
+                   capture_output=True)
     reference = load_checkpoint(tmp_path / "reference" / "last.pt")
     rng = np.random.default_rng(1)
     for seed in range(2):
         out = tmp_path / f"killed{seed}"
-        code = run_and_kill(regnet_cli(*args, "--out", out), rng.uniform(0.3, 0.8) * duration)
+        code = run_and_kill_after_step(regnet_cli(*args, "--out", out), out / "last.pt",
+                                       int(rng.integers(10, 60)), rng.uniform(0.0, 0.3))
         assert code is None  # it was killed, not finished
         assert main([*map(str, args), "--out", str(out), "--resume"]) == 0
         resumed = load_checkpoint(out / "last.pt")

@@ -6,10 +6,10 @@ import dataclasses
 import numpy as np
 import SimpleITK as sitk
 
-from regnet.inference.options import RegisterOptions
 from regnet.demo import SIZE_ZYX, SPACING_MM, build_phantom, respiratory_dvf
 from regnet.geometry.warp import warp_image
 from regnet.inference.models import load_model
+from regnet.inference.options import RegisterOptions
 from regnet.inference.register import register
 from regnet.inference.stages import ncc
 

@@ -16,6 +16,7 @@ from regnet.inference.options import (
     FLIPS,
     PHASES,
     PREALIGN,
+    PRECISIONS,
     SMOOTH_VOX,
     RegisterOptions,
 )
@@ -77,7 +78,7 @@ def _register(args) -> int:
                    stages=args.stages and tuple(args.stages), prealign_kind=args.prealign,
                    guard=not args.no_guard, smooth_vox=args.smooth, chain=args.chain,
                    phases=args.phases, flips=args.flips, max_memory_gb=args.max_memory_gb,
-                   series=args.series and tuple(args.series))}
+                   series=args.series and tuple(args.series), precision=args.precision)}
     if args.pairs:
         if args.fixed or args.moving or args.fixed_mask or args.transform_out:
             raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask/--transform-out; "
@@ -223,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average this many passes over mirrored copies of the images at each "
                         "stage of at most 4 mm (default: the model's own: 2 for the MR default, "
                         "1 for the CT default; 1: one pass, the fastest)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="the network's arithmetic: auto (the default) takes bf16 on a CPU that "
+                        "computes it natively (AVX512-BF16, AMX) and on GPUs, else fp32")
     p.add_argument("--model", help="model name or checkpoint path (default: the shipped "
                    "model the images call for: CT or MR in 3D, chosen from their intensities "
                    "and logged; the 2D model in 2D; see `regnet models`)")
@@ -353,7 +357,7 @@ def main(argv=None) -> int:
         if args.verbose:
             raise
         print(f"{prefix} unexpected {exc.__class__.__name__}: {_one_line(exc)} (rerun with -v "
-              "for the traceback, and please report it)", file=sys.stderr)
+              "for the traceback, and report it)", file=sys.stderr)
         return 1
 
 

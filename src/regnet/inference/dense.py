@@ -128,24 +128,27 @@ def mirror_sets(ndim: int, flips: int) -> list[tuple[int, ...]]:
 
 def predict_field(model: nn.Module, network_name: str, moving: np.ndarray, fixed: np.ndarray,
                   device, multi: bool = True, tile: int = TILE, phases: str = "one",
-                  R: int = 14, Rlow: int = 26, flips: int = 1) -> np.ndarray:
+                  R: int = 14, Rlow: int = 26, flips: int = 1,
+                  dtype: torch.dtype | None = None) -> np.ndarray:
     """Dense ``dvf_mm`` ``(D, H, W, C)`` from any network: a dense one in one pass
     (:func:`predict_whole`), the seed's patch network on its lattice (:func:`predict_dense`).
 
     ``flips`` > 1 averages that many passes over mirrored copies of both images
     (:func:`mirror_sets`), each prediction mirrored back with its mirrored components negated:
     the networks were trained with mirrored patches (``sampling/stream.py``'s ``augment``), so
-    every pass is an equally valid estimate and their mean has less variance."""
+    every pass is an equally valid estimate and their mean has less variance. ``dtype``: run
+    the convolutions in it (``torch.autocast``; None: float32); the field is float32."""
     ndim = moving.ndim
     total = np.zeros(moving.shape + (ndim,), np.float32)
     mirrors = mirror_sets(ndim, flips)
     for axes in mirrors:
         m = np.ascontiguousarray(np.flip(moving, axes)) if axes else moving
         f = np.ascontiguousarray(np.flip(fixed, axes)) if axes else fixed
-        if network_name in DENSE:
-            r = predict_whole(model, m, f, device)
-        else:
-            r = predict_dense(model, m, f, device, multi, tile, phases, R, Rlow)
+        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+            if network_name in DENSE:
+                r = predict_whole(model, m, f, device)
+            else:
+                r = predict_dense(model, m, f, device, multi, tile, phases, R, Rlow)
         if axes:
             r = np.flip(r, axes)
             r[..., [ndim - 1 - a for a in axes]] *= -1  # components are (x, y, z)

@@ -18,6 +18,7 @@ FLIPS = (1, 2, 4, 8)  # mirrored passes averaged (inference/dense.py: mirror_set
 PREALIGN = ("none", "rigid", "affine")
 CHAINS = ("auto", "always")
 DVF_FORMATS = ("nii", "nii.gz", "mha")  # "nii": 10x faster to write than nii.gz
+PRECISIONS = ("auto", "fp32", "bf16")  # regnet.devices.inference_dtype
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class RegisterOptions:
     prediction. unfold_field: smooth a composed field, and locally wherever it folds.
     chain: ``CHAINS``. phases: ``PHASES``. flips: mirrored passes averaged at the fine stages
     (None: the model's own). tile: centres per tile side. max_memory_gb: refuse larger jobs
-    (None: the memory available). series: DICOM series UIDs to read."""
+    (None: the memory available). series: DICOM series UIDs to read. precision: the
+    network's arithmetic, ``PRECISIONS`` (:func:`regnet.devices.inference_dtype`)."""
 
     stages: tuple[float, ...] | None = None
     prealign_kind: str = "none"
@@ -43,6 +45,7 @@ class RegisterOptions:
     tile: int = TILE
     max_memory_gb: float | None = None
     series: tuple[str, ...] | None = None
+    precision: str = "auto"
 
     def checked(self, dim: int, model_flips: int = 1) -> RegisterOptions:
         """These options for ``dim``-D images, ``flips`` resolved to the model's own when
@@ -51,6 +54,7 @@ class RegisterOptions:
         for name, value, allowed in (("--chain", self.chain, CHAINS),
                                      ("--phases", self.phases, PHASES),
                                      ("--prealign", self.prealign_kind, PREALIGN),
+                                     ("--precision", self.precision, PRECISIONS),
                                      ("--flips", flips, FLIPS[:dim + 1])):
             if value not in allowed:
                 raise UsageError(f"{name} {value}: choose one of {allowed}"

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
-from regnet.devices import pick_device
+from regnet.devices import inference_dtype, pick_device
 from regnet.errors import RegNetError, UsageError, fail
 from regnet.geometry.compose import through_global
 from regnet.geometry.faces import maps_inside
@@ -225,6 +226,8 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None,
                "beyond_moving_fraction": round(beyond, 4),
                "prealign": options.prealign_kind, "smooth_vox": options.smooth_vox,
                "chain": options.chain, "flips": options.flips,
+               "precision": str(inference_dtype(dev, options.precision) or torch.float32
+                                ).removeprefix("torch."),
                "unfold": options.unfold_field and options.smooth_vox > 0,
                "stages": reports_as_dicts(reports),
                "trusted": not warnings, "warnings": warnings}

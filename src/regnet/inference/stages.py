@@ -27,8 +27,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from scipy.ndimage import gaussian_filter
 
+from regnet.devices import inference_dtype
 from regnet.errors import UsageError
 from regnet.geometry.compose import compose_dvfs, through_global
 from regnet.geometry.faces import fade_at_faces
@@ -44,14 +46,8 @@ from regnet.network.registry import DENSE
 
 log = logging.getLogger(__name__)
 COMPOSED_SMOOTH_VOX = 2.0  # Gaussian sigma (finest-stage voxels) on a composed field
-# phases="sparse" (centres 4 voxels apart) only where those are at most this far apart: on a
-# validation CT's seed low field, sparse at 8 and 4 mm too raised the error 1.20 -> 1.34 mm,
-# at 2 mm only 1.20 -> 1.21 (benchmarks/README.md, session 12)
-SPARSE_MAX_MM = 8.0
-# flips > 1 (mirrored passes averaged) only at stages of at most this spacing: on the MR
-# validation cases, mirroring the 8 mm stage as well raised the prostate's seed low field error
-# 2.62 -> 6.95 mm (benchmarks/README.md, session 13)
-FLIPS_MAX_MM = 4.0
+SPARSE_MAX_MM = 8.0  # phases="sparse" only where its centres are at most this far apart
+FLIPS_MAX_MM = 4.0  # flips > 1 only at stages of at most this spacing
 
 
 @dataclass
@@ -143,6 +139,7 @@ class _Run:
     background: float
     global_transform: sitk.Transform | None
     options: RegisterOptions
+    dtype: torch.dtype | None  # the network's arithmetic (None: float32)
 
 
 def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, device,
@@ -177,7 +174,8 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
 
     ``flips``: mirrored passes averaged (:func:`regnet.inference.dense.predict_field`) at each
     stage of at most ``FLIPS_MAX_MM``; coarser stages run once."""
-    run = _Run(fixed, moving, device, background, global_transform, options)
+    run = _Run(fixed, moving, device, background, global_transform, options,
+               inference_dtype(torch.device(device), options.precision))
     plan = stage_plan(loaded, options.stages)
     first = next(i for i, (spacing, _) in enumerate(plan) if spacing == plan[-1][0])
     if options.chain == "always" or first == 0 or options.stages is not None:
@@ -236,7 +234,8 @@ def _run_plan(plan, run: _Run, start=None) -> tuple[np.ndarray, sitk.Image, list
         phases = "one" if o.phases == "sparse" and 4 * spacing > SPARSE_MAX_MM else o.phases
         r = predict_field(model.network, name, moving_arr, fixed_arr, run.device,
                           multi=s.Resolution == "multi", tile=o.tile, phases=phases, R=s.R,
-                          Rlow=s.Rlow, flips=o.flips if spacing <= FLIPS_MAX_MM else 1) * scale
+                          Rlow=s.Rlow, flips=o.flips if spacing <= FLIPS_MAX_MM else 1,
+                          dtype=run.dtype) * scale
         if o.smooth_vox > 0 and name not in DENSE:
             r = smooth_field(r, o.smooth_vox)
         candidate = compose_dvfs(u, r, grid.GetSpacing())
