@@ -50,12 +50,16 @@ def run_and_kill_after_step(argv, checkpoint: Path, step: int, extra_s: float) -
     more; return its code if it ended first. Progress, not wall time, decides the moment, so
     a loaded machine kills it mid-run too."""
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = None
     while process.poll() is None:
-        if checkpoint.is_file() and load_checkpoint(checkpoint)["step"] >= step:
-            time.sleep(extra_s)
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            return None
+        stamp = checkpoint.stat().st_mtime_ns if checkpoint.is_file() else None
+        if stamp != seen and stamp is not None:  # read only a newly written checkpoint
+            seen = stamp
+            if load_checkpoint(checkpoint)["step"] >= step:
+                time.sleep(extra_s)
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return None
         time.sleep(0.02)
     return process.returncode
 
