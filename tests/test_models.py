@@ -68,14 +68,20 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 @pytest.mark.skipif(checkpoint.shipped_models().get("default") is None,
                     reason="no default model shipped")
 def test_shipped_default_model_recovers_the_demo_field(tmp_path):
-    """Issues 5 and 9's promise: on the demo's own phantom moved by a 25 mm breathing-like
-    field, >= 3x lower endpoint error in the lungs (measured 14.68 -> 3.95 mm, 3.7x)."""
+    """On the demo's own phantom moved by a 25 mm breathing-like field, the CT default keeps
+    its 8 mm stage although that stage lowers the NCC on its own grid (0.9485 -> 0.94): the
+    chain is judged by its outcome. Measured 14.68 -> 0.99 mm in the lungs (3.94 mm when each
+    stage was judged by its own step)."""
     from regnet.demo import run_demo
 
     summary = run_demo(tmp_path / "demo", device="cpu", cases=("ct",))["ct"]
     assert summary["epe_before_mm"] > 12.0  # large motion, beyond one stage's 8 mm classes
-    assert summary["improvement"] >= 3.0
+    assert summary["epe_after_mm"] < 2.0
     assert summary["jac_nonpositive_fraction"] < 1e-3
+    stages = json.loads((tmp_path / "demo" / "ct" / "summary.json").read_text())["stages"]
+    coarse = stages[0]
+    assert coarse["spacing_mm"] == 8.0 and coarse["kept"]
+    assert coarse["ncc_after"] < coarse["ncc_before"]
 
 
 @pytest.mark.skipif(checkpoint.shipped_models().get("default_mr") is None,

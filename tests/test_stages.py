@@ -1,6 +1,5 @@
 """Coarse-to-fine stages with pre-alignment and the guard, on the demo's CT-like phantom."""
 
-import collections
 import dataclasses
 
 import numpy as np
@@ -74,12 +73,12 @@ def test_shipped_multistage_model_keeps_small_motion_to_its_finest_stage():
 
 
 def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
-    """``chain='auto'`` runs the finest stage alone and after the coarser stages, and keeps the
-    field whose warped moving image matches the fixed image better: here a 4 mm shift along x
-    is the truth; the candidate that finds it wins, whichever of the two it is. A refinement
-    stage then runs once, on the field kept. When the guard dropped every coarser stage the two
-    candidates are one, and when the coarser stages' field exceeds the finest stage's trained
-    range (8 mm) the stage alone could not recover it: either way the finest stage runs once."""
+    """``chain='auto'`` runs the coarser stages unguarded, the finest stage after them and
+    alone, and keeps the field whose warped moving image matches the fixed image better: here
+    a 4 mm shift along x is the truth; the candidate that finds it wins, whichever of the two
+    it is. A refinement stage then runs once, on the field kept. When the coarser stages'
+    field exceeds the finest stage's trained range (8 mm), the stage alone could not recover
+    it: the chain is compared with the identity instead, and the finest stage runs once."""
     from regnet.inference import stages
 
     rng = np.random.default_rng(0)
@@ -93,33 +92,37 @@ def test_chain_auto_keeps_the_result_with_the_higher_ncc(monkeypatch):
     at_8_4 = shipped.stages[:2]
     model = dataclasses.replace(shipped, stages=[*at_8_4, *shipped.stages[5:7]])  # 8, 4, 2, 2
     three = dataclasses.replace(shipped, stages=[*at_8_4, shipped.stages[5]])  # 8, 4, 2 mm
-    report = collections.namedtuple("report", "spacing_mm kept")
-    finest_runs = []
-    for right, coarse_kept, coarse_mm in (("alone", True, 0.0), ("full", True, 0.0),
-                                          ("full", False, 0.0), ("full", True, 9.0)):
-        def fake_plan(plan, *args, start=None, right=right, coarse_kept=coarse_kept,
-                      coarse_mm=coarse_mm):
+
+    def report(spacing, kept):
+        return stages.StageReport(spacing, kept, 0.5, 0.4, 1.0, (1, 1, 1), 1.0, 8.0)
+
+    finest_runs, guard_flags = [], []
+    for right, coarse_mm in (("alone", 0.0), ("full", 0.0), ("full", 9.0), ("identity", 9.0)):
+        def fake_plan(plan, run, start=None, guarded=True, right=right, coarse_mm=coarse_mm):
             spacings = [s for s, _ in plan]
             if start is None and len(plan) > 1:  # the coarser stages, |u| = coarse_mm
+                guard_flags.append(guarded)
                 return (np.full_like(shift, coarse_mm / np.sqrt(3)), moving,
-                        [report(s, coarse_kept) for s in spacings])
+                        [report(s, True) for s in spacings])
             if start is not None and any(r.spacing_mm == 2.0 for r in start[2]):
                 return start[0], start[1], start[2] + [report(s, True) for s in spacings]
             finest_runs.append(spacings)
-            found = (start is None) == (right == "alone")
+            found = right == ("alone" if start is None else "full")
             return ((shift if found else np.zeros_like(shift)), moving,
                     (start[2] if start else []) + [report(2.0, True)])
 
         monkeypatch.setattr(stages, "_run_plan", fake_plan)
         monkeypatch.setattr(stages, "_finish", lambda *run: run[:3])
-        kept = [2.0] if right == "alone" else [8.0, 4.0, 2.0]
+        guard_flags.clear()
         for chained, refinements in ((three, []), (model, [2.0])):
             finest_runs.clear()
             u, _, reports = stages.run_stages(fixed, moving, chained, "cpu",
                                               RegisterOptions(chain="auto"))
-            assert np.array_equal(u, shift)
-            assert [r.spacing_mm for r in reports] == kept + refinements
-            assert len(finest_runs) == (2 if coarse_kept and coarse_mm <= 8 else 1)
+            assert np.array_equal(u, np.zeros_like(shift) if right == "identity" else shift)
+            kept = {"alone": [2.0], "full": [8.0, 4.0, 2.0], "identity": []}[right]
+            assert [r.spacing_mm for r in reports if r.kept] == kept + refinements
+            assert len(finest_runs) == (2 if coarse_mm <= 8 else 1)
+        assert guard_flags == [False, False]  # coarse stages judged by the outcome
         _, _, reports = stages.run_stages(fixed, moving, model, "cpu",
                                           RegisterOptions(chain="always"))
         assert len(reports) == 4
