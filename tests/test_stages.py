@@ -58,17 +58,17 @@ def test_guard_drops_a_stage_that_makes_things_worse():
     assert np.abs(result.dvf_mm).max() < 2.0
 
 
-def test_shipped_multistage_model_keeps_small_motion_to_its_finest_stage():
+def test_shipped_multistage_model_recovers_small_motion():
     """Small motion (the demo phantom's 6.2 mm breathing-like field) with the shipped CT default
-    (8, 4, 2 mm, then a 2 mm refinement stage): ``--chain auto`` keeps the 2 mm stage alone,
-    whose error the coarse stages would raise (1.60 mm through the chain); measured 3.57 ->
-    0.41 mm in the lungs. (The 25 mm field: tests/test_models.py, the demo's default.)"""
+    (8, 4, 2 mm, then a 2 mm refinement stage): measured 3.57 -> 0.48 mm in the lungs (the
+    2 mm stage alone: 0.41 mm). The 8 mm stage makes a field beyond 8 mm of this small motion,
+    so ``--chain auto`` compares the chain with the identity and keeps it. (The 25 mm field:
+    tests/test_models.py, the demo's default.)"""
     fixed, moving, truth, lungs = phantom_pair(9.0)
     identity = np.linalg.norm(truth, axis=-1)[lungs].mean()
     multi = register(fixed, moving, model="ct_multistage", device="cpu")
     error = np.linalg.norm(multi.dvf_mm - truth, axis=-1)[lungs].mean()
     assert identity > 3.0 and error < 0.6, (identity, error)
-    assert [s["spacing_mm"] for s in multi.summary["stages"]] == [2.0, 2.0]
     assert multi.summary["jac_nonpositive_fraction"] < 1e-4
 
 

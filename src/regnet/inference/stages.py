@@ -168,10 +168,9 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     alone, and keeps whichever result has the higher NCC on the finest grid (both logged).
     Then it runs any refinement stage (a later stage at the finest spacing) once, on the field
     kept. A coarse stage may lower the similarity on its own grid and still bring the finest
-    stage within reach of large motion; on small motion the finest stage alone is better
-    (the demo's 6.2 mm field: 0.41 mm alone, 1.60 mm through the chain). When the coarser
-    stages' field reaches beyond the range the finest stage was trained on (99th percentile of
-    ``|u|``), the motion is large and that stage alone could not recover it; the chain's
+    stage within reach of large motion; on small motion the finest stage alone can be better.
+    When the coarser stages' field reaches beyond the range the finest stage was trained on
+    (99th percentile of ``|u|``), that stage alone could not recover such motion; the chain's
     result is then compared with the identity instead, one pass fewer. (The NCC over the
     whole grid is a poor judge between the two: on the demo's 25 mm breathing phantom it
     preferred the finest stage alone, 11.8 mm, to the chain, 1.0 mm.) Either way the result
