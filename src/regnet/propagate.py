@@ -27,7 +27,7 @@ from regnet.geometry.faces import maps_inside
 from regnet.geometry.invert import invert_and_check
 from regnet.geometry.warp import INTERPOLATORS, map_points, points_inside, warp_image
 from regnet.io.dvf import read_dvf, write_dvf
-from regnet.io.images import read_itk, write_image
+from regnet.io.images import grid_of, read_itk, write_image
 from regnet.io.landmarks import read_landmarks, write_landmarks
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,6 @@ class ApplyResult:
     consistency: dict | None = None
 
 
-def grid_of(path) -> sitk.Image:
-    """A scalar image carrying the geometry of the image at ``path``."""
-    image = read_itk(path)
-    grid = sitk.Image(image.GetSize(), sitk.sitkUInt8)
-    grid.CopyInformation(image)
-    return grid
-
-
 def apply(dvf, image=None, points=None, out=None, invert: bool = False,
           options: ApplyOptions | None = None, **option_values) -> ApplyResult:
     """Carry ``image`` or ``points`` (files) through the field in ``dvf`` (a file), or with
@@ -89,7 +81,7 @@ def apply(dvf, image=None, points=None, out=None, invert: bool = False,
     dvf_mm, grid = read_dvf(dvf)
     result = ApplyResult(dvf_mm, grid)
     if invert or options.inverse:
-        target = grid_of(options.moving_grid) if options.moving_grid else grid
+        target = grid_of(read_itk(options.moving_grid)) if options.moving_grid else grid
         if target.GetDimension() != grid.GetDimension():
             raise fail(options.moving_grid, f"is {target.GetDimension()}D but the field {dvf} "
                        f"is {grid.GetDimension()}D")
@@ -104,7 +96,7 @@ def apply(dvf, image=None, points=None, out=None, invert: bool = False,
             write_image(result.image, out)
     else:
         destination = grid if options.inverse else (
-            grid_of(options.moving_grid) if options.moving_grid else None)
+            grid_of(read_itk(options.moving_grid)) if options.moving_grid else None)
         result.points_mm, result.outside = map_point_file(points, result.field_mm, result.grid)
         if out is not None:
             write_landmarks(out, result.points_mm, destination)

@@ -33,6 +33,7 @@ from regnet.io.dvf import resample_dvf, write_dvf, write_transform
 from regnet.io.images import (
     check_geometry,
     check_not_constant,
+    grid_of,
     load_mask,
     overlap_fraction,
     read_image,
@@ -76,8 +77,7 @@ class RegistrationResult:
         write_dvf(self.dvf_mm, self.fixed, out / f"dvf.{dvf_format}")
         write_image(self.moved, out / f"moved.{dvf_format}")
         if inverse:
-            moving_grid = sitk.Image(self.moving.GetSize(), sitk.sitkUInt8)
-            moving_grid.CopyInformation(self.moving)
+            moving_grid = grid_of(self.moving)
             inverse_mm, consistency = invert_and_check(self.dvf_mm, self.fixed, moving_grid,
                                                        mask)
             write_dvf(inverse_mm, moving_grid, out / f"inverse_dvf.{dvf_format}")

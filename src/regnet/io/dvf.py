@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from regnet.errors import fail
 from regnet.io.atomic import atomic_path
-from regnet.io.images import read_itk, write_image
+from regnet.io.images import grid_of, read_itk, write_image
 
 
 def _direction(reference: sitk.Image) -> np.ndarray:
@@ -59,9 +59,7 @@ def read_dvf(path: str | Path) -> tuple[np.ndarray, sitk.Image]:
     dvf_mm = itk_to_dvf(field, path)
     if not np.isfinite(dvf_mm).all():
         raise fail(path, "contains NaN or infinite displacements")
-    grid = sitk.Image(field.GetSize(), sitk.sitkUInt8)
-    grid.CopyInformation(field)
-    return dvf_mm, grid
+    return dvf_mm, grid_of(field)
 
 
 def write_dvf(dvf_mm: np.ndarray, reference: sitk.Image, path: str | Path) -> Path:

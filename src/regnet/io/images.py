@@ -263,6 +263,13 @@ def write_image(image: sitk.Image, path: str | Path, compress: bool | None = Non
     return path
 
 
+def grid_of(image: sitk.Image) -> sitk.Image:
+    """A uint8 image carrying ``image``'s geometry (size, origin, spacing, direction) only."""
+    grid = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    grid.CopyInformation(image)
+    return grid
+
+
 def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
     """True when both images have the same size, origin, spacing and direction."""
     return (a.GetSize() == b.GetSize()
