@@ -8,7 +8,7 @@ lung1 and the right half of lung2 train; the left half of lung2 is held out for 
 lung2_left.mha) instead of ``--data``. ``--ship`` (alone, or after training) copies best.pt
 (weights and config only) into src/regnet/models/, updates models.json with its checksum and
 prints the validation table; ``--export DIR`` copies the shipped model, the table and the run's
-checkpoints there (used on a lent GPU machine, whose files come back from one folder).
+checkpoints there (for a GPU machine whose files come back from one folder).
 """
 
 from __future__ import annotations

@@ -155,12 +155,9 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     (:meth:`RegisterOptions.checked`). ``smooth_vox``: Gaussian sigma (voxels of each stage's
     grid) applied to every residual of the seed's patch network (a dense network's output is
     smooth already); ``unfold_field``: where several stages were kept, smooth their composed
-    field
-    (``COMPOSED_SMOOTH_VOX``), then smooth it locally wherever it still folds
-    (:func:`regnet.geometry.jacobian.unfold`, up to 30 passes). On the held-out chest CT's
-    seed low field this takes folding from 1.5% of body voxels to 0% and the error from 2.14
-    to 2.01 mm; a sigma of 2 voxels rather than 4 lowered the error on the held-out T1 head's
-    three seed fields from 2.66 / 2.62 / 1.61 to 2.36 / 2.31 / 1.42 mm.
+    field (``COMPOSED_SMOOTH_VOX``), then smooth it locally wherever it still folds
+    (:func:`regnet.geometry.jacobian.unfold`, up to 30 passes; measurements in
+    benchmarks/README.md, "Measurements behind the defaults").
 
     ``chain``: ``always`` runs every stage, each judged by the guard on its own step. ``auto``
     (for a multi-stage model's own stages) judges outcomes instead. It runs the coarser stages
