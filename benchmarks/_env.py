@@ -28,9 +28,26 @@ def header() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (f"# {datetime.date.today()} | {cpu} | {os.cpu_count()} cores | GPU: {gpu}\n"
+            f"# CPU flags: {' '.join(cpu_flags()) or 'unknown'} | native bf16 (torch): "
+            f"{any(getattr(torch.cpu, c, lambda: False)() for c in BF16_CHECKS)}\n"
             f"# python {platform.python_version()} | torch {torch.__version__} | "
             f"numpy {numpy.__version__} | scipy {scipy.__version__} | "
             f"SimpleITK {sitk_version}")
+
+
+BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
+         "amx_tile")
+
+
+def cpu_flags() -> list[str]:
+    """The vector-arithmetic flags that matter to convolutions, as /proc/cpuinfo lists them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return [flag for flag in FLAGS if flag in flags]
 
 
 def peak_rss_mb() -> float:

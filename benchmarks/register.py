@@ -1,16 +1,20 @@
-"""Registration wall time and peak memory: RegNet (one shot) next to elastix B-spline, same pair,
-same run, same machine.
+"""End-to-end registration time and peak memory of the CT and MR defaults and their presets,
+next to elastix's B-spline map: same pairs, same run, same machine.
 
-    python benchmarks/register.py [--model NAME|PATH] [--device cpu|cuda] [--skip-synthetic]
-        [--lung ../shared/data/lung-ct/lung1_image.nrrd] [--repeat N] [--no-elastix]
+    python benchmarks/register.py [--data ../shared/data] [--sizes 256x256x160 512x512x150]
+        [--device cpu|cuda] [--repeat N] [--no-elastix] [--no-presets]
 
-``--repeat N`` registers the pair N more times in the same process and reports the fastest of
-those too (on a GPU the first run pays for CUDA's start and cuDNN's autotuning). ``--no-elastix``
-times RegNet alone (a GPU machine without itk-elastix).
+Pairs: a chest CT (``lung-ct/lung1_image.nrrd``) and a head MR
+(``mr-various/niivue_chris_t1_head.nii.gz``) resampled onto each ``--sizes`` grid (x, y, z)
+over their own extent, the moving image deformed by the seed's low-frequency field. The MR
+pair is made at the first size only. RegNet runs as ``regnet register`` does with no
+``--model``: the model chosen from the images, the outputs (dvf.nii, moved.nii, report,
+summary.json) written; "end to end" is that whole call, after the imports. Elastix computes
+its field in memory. A second table gives RegNet's time by part (the summary's
+``seconds_parts``) for the model's own setting.
 
-Pairs: a 256x256x160 synthetic volume at 1 mm, and the lung CT resampled to isotropic 1.5 mm,
-each deformed by the seed's low-frequency field. Timing does not depend on the weights: without a
-shipped model, an untrained network of the seed's width is used.
+``--repeat N`` registers the pair N more times in the same process and reports the fastest
+(on a GPU the first run pays for CUDA's start and cuDNN's autotuning).
 """
 
 from __future__ import annotations
@@ -26,31 +30,34 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).parent))
 from _env import header, in_fresh_process  # noqa: E402
 
+SCANS = {"CT": "lung-ct/lung1_image.nrrd", "MR": "mr-various/niivue_chris_t1_head.nii.gz"}
 
-def make_pair(kind: str, lung: str, folder: str) -> tuple[str, str]:
+
+def make_pair(path: Path, size_xyz, folder: str, name: str) -> tuple[str, str]:
+    """The scan resampled onto ``size_xyz`` voxels over its extent (fixed: deformed by the
+    seed's low-frequency field); returns the two file paths."""
     from regnet.config import SynthesisConfig
-    from regnet.io.images import read_image, resample_isotropic
+    from regnet.io.images import read_image, resample_to_grid
     from regnet.synthesis.pairs import make_pair as artificial_pair
 
-    if kind == "synthetic":
-        from scipy.ndimage import gaussian_filter
-
-        rng = np.random.default_rng(0)
-        array = gaussian_filter(rng.normal(size=(160, 256, 256)), 2.0).astype(np.float32)
-        image = sitk.GetImageFromArray(1000 * array)
-    else:
-        image = resample_isotropic(read_image(lung), 1.5)
-    pair = artificial_pair(image, 0, SynthesisConfig(), np.random.default_rng(0))
-    paths = (f"{folder}/{kind}_fixed.mha", f"{folder}/{kind}_moving.mha")
+    image = read_image(path)
+    extent = np.asarray(image.GetSize()) * np.asarray(image.GetSpacing())
+    grid = sitk.Image([int(n) for n in size_xyz], sitk.sitkFloat32)
+    grid.SetSpacing(tuple(float(v) for v in extent / np.asarray(size_xyz)))
+    grid.SetOrigin(image.GetOrigin())
+    grid.SetDirection(image.GetDirection())
+    background = float(sitk.GetArrayViewFromImage(image).min())
+    moving = resample_to_grid(image, grid, default=background)
+    pair = artificial_pair(moving, 0, SynthesisConfig(), np.random.default_rng(0))
+    paths = (f"{folder}/{name}_fixed.mha", f"{folder}/{name}_moving.mha")
     sitk.WriteImage(pair.fixed, paths[0])
-    sitk.WriteImage(image, paths[1])
+    sitk.WriteImage(moving, paths[1])
     return paths
 
 
-def run_regnet(fixed, moving, model, device, repeat=0):
-    """One row per run, ``repeat + 1`` runs in this process: ``(seconds of register(), of its
-    network passes, with the outputs written as `regnet register` does: dvf.nii, moved.nii,
-    the report and summary.json)``."""
+def run_regnet(fixed, moving, device, preset, repeat=0):
+    """``repeat + 1`` runs in this process, each ``(end-to-end seconds, network seconds,
+    seconds by part, model)``."""
     import time
 
     from regnet.inference.register import register
@@ -58,12 +65,12 @@ def run_regnet(fixed, moving, model, device, repeat=0):
     rows = []
     for _ in range(repeat + 1):
         t0 = time.perf_counter()
-        result = register(fixed, moving, model=model, device=device)
+        result = register(fixed, moving, device=device, preset=preset)
         with tempfile.TemporaryDirectory() as out:
             result.save(out)
-            written = time.perf_counter() - t0
-        rows.append((result.summary["seconds_total"], result.summary["seconds_network"],
-                     written))
+            end_to_end = time.perf_counter() - t0
+        parts = result.summary["seconds_parts"]
+        rows.append((end_to_end, parts["network"], parts, Path(result.summary["model"]).stem))
     return rows
 
 
@@ -75,58 +82,53 @@ def run_elastix(fixed, moving):
     return seconds
 
 
-def untrained_model(folder: str) -> str:
-    import torch
-
-    from regnet.config import Config
-    from regnet.network import build_network
-    from regnet.network.checkpoint import save_checkpoint
-
-    config = Config()
-    path = f"{folder}/untrained.pt"
-    save_checkpoint(path, {"config": config.to_dict(), "step": 0, "spacing_mm": 1.0,
-                           "model": build_network(config.network).state_dict()})
-    torch.set_num_threads(torch.get_num_threads())
-    return path
-
-
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", help="model name or checkpoint (default: shipped default)")
-    parser.add_argument("--lung", default="../shared/data/lung-ct/lung1_image.nrrd")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(Path(__file__).parents[2] / "shared" / "data"))
+    parser.add_argument("--sizes", nargs="+", default=["256x256x160", "512x512x150"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--repeat", type=int, default=0, help="more runs in the same process")
     parser.add_argument("--no-elastix", action="store_true", help="time RegNet alone")
+    parser.add_argument("--no-presets", action="store_true", help="the models' own setting only")
     args = parser.parse_args()
     print(header())
-    from regnet.inference.models import shipped_models
+    from regnet.inference.models import load_model
+    from regnet.network.checkpoint import shipped_models
 
+    index = shipped_models()
+    presets = {m: [None] + ([] if args.no_presets else list(load_model(index[m]).presets))
+               for m in ("default", "default_mr")}
+    print("\n| pair | size (x,y,z) | method | end to end (s) | network (s) | peak RSS (MB) | "
+          "elastix / RegNet |\n|---|---|---|---|---|---|---|")
+    breakdown = []
     with tempfile.TemporaryDirectory() as folder:
-        model = args.model or shipped_models().get("default") or untrained_model(folder)
-        kinds = ([] if args.skip_synthetic else ["synthetic"]) + (
-            ["lung"] if Path(args.lung).exists() else [])
-        print(f"# model: {model}\n")
-        print("| pair | size (x,y,z) | method | wall (s) | network (s) | with outputs written "
-              "(s) | peak RSS (MB) | elastix / RegNet |")
-        print("|---|---|---|---|---|---|---|---|")
-        for kind in kinds:
-            fixed, moving = make_pair(kind, args.lung, folder)
-            size = "x".join(map(str, sitk.ReadImage(fixed).GetSize()))
-            rows, _, r_mb = in_fresh_process(run_regnet, fixed, moving, model, args.device,
-                                             args.repeat)
-            runs = [("first run", rows[0])]
-            if len(rows) > 1:
-                runs.append((f"fastest of {len(rows) - 1} more", min(rows[1:])))
-            for label, (r_s, r_net, r_written) in runs:
-                print(f"| {kind} | {size} | RegNet ({args.device}, {label}) | {r_s:.2f} | "
-                      f"{r_net:.2f} | {r_written:.2f} | {r_mb:.0f} | |", flush=True)
-            if not args.no_elastix:
-                r_s, _, r_written = runs[-1][1]
-                e_s, e_wall, e_mb = in_fresh_process(run_elastix, fixed, moving)
-                print(f"| {kind} | {size} | elastix B-spline (field in memory) | {e_s:.1f} | | | "
-                      f"{e_mb:.0f} | {e_s / r_s:.2f}x ({e_s / r_written:.2f}x written) |",
-                      flush=True)
+        for k, size in enumerate(args.sizes):
+            size_xyz = [int(n) for n in size.split("x")]
+            for modality in ["CT", "MR"] if k == 0 else ["CT"]:
+                name = f"{modality}_{size}"
+                fixed, moving = make_pair(Path(args.data) / SCANS[modality], size_xyz, folder,
+                                          name)
+                timed = []
+                for preset in presets["default" if modality == "CT" else "default_mr"]:
+                    rows, _, mb = in_fresh_process(run_regnet, fixed, moving, args.device,
+                                                   preset, args.repeat)
+                    best = min(rows[1:] or rows)
+                    label = f"RegNet {best[3]}" + (f" --preset {preset}" if preset else "")
+                    timed.append((preset or "own", best[0]))
+                    if preset is None:
+                        breakdown.append((name, best[2]))
+                    print(f"| {modality} | {size} | {label} ({args.device}) | {best[0]:.1f} | "
+                          f"{best[1]:.1f} | {mb:.0f} | |", flush=True)
+                if not args.no_elastix:
+                    e_s, _, e_mb = in_fresh_process(run_elastix, fixed, moving)
+                    ratios = ", ".join(f"{e_s / s:.1f}x {setting}" for setting, s in timed)
+                    print(f"| {modality} | {size} | elastix B-spline (field in memory) | "
+                          f"{e_s:.1f} | | {e_mb:.0f} | {ratios} |", flush=True)
+    parts = list(dict.fromkeys(p for _, row in breakdown for p in row))
+    print("\nRegNet's seconds by part (the model's own setting):\n")
+    print("| pair | " + " | ".join(parts) + " |\n|---|" + "---|" * len(parts))
+    for name, row in breakdown:
+        print(f"| {name} | " + " | ".join(f"{row.get(p, 0):.2f}" for p in parts) + " |")
 
 
 if __name__ == "__main__":

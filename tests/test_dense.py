@@ -217,6 +217,15 @@ def test_multistage_model_file_round_trip_and_plan(tmp_path):
     refined = load_model(save_multistage(tmp_path / "r.pt", [coarse, fine, fine]), dim=2)
     assert [s for s, _ in stage_plan(refined)] == [4.0, 2.0, 2.0]
     assert [s for s, _ in stage_plan(refined, [2.0])] == [2.0, 2.0]
+    # a preset may leave stages out by index: here the refinement stage
+    assert [(s, m.source[-7:]) for s, m in stage_plan(refined, drop=(2,))] == [
+        (4.0, "stage 0"), (2.0, "stage 1")]
+    with pytest.raises(UsageError, match="one must stay"):
+        stage_plan(refined, drop=(0, 1, 2))
+    with pytest.raises(UsageError, match=r"stages 0..2"):
+        stage_plan(refined, drop=(3,))
+    with pytest.raises(UsageError, match="has one stage"):
+        stage_plan(load_model(fine, dim=2), drop=(0,))
 
 
 def test_models_lists_the_shipped_models(capsys):

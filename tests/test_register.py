@@ -71,6 +71,13 @@ def test_cli_register_writes_itk_outputs_on_original_grid(trained_2d, dataset_2d
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert {"seconds_total", "device", "model", "jac_min",
             "jac_nonpositive_fraction"} <= set(summary)
+    # where the time went: every step of register() and of writing, adding up to at most the
+    # whole (register's own seconds, then writing and the report)
+    parts = summary["seconds_parts"]
+    assert {"read", "model", "network", "warp", "jacobian", "write", "report"} <= set(parts)
+    assert min(parts.values()) >= 0 and parts["network"] > 0
+    inside = sum(v for k, v in parts.items() if k not in ("write", "report", "inverse"))
+    assert inside <= summary["seconds_total"] + 0.01
     assert (tmp_path / "out" / "report.png").stat().st_size > 10_000
     assert "data:image/png;base64" in (tmp_path / "out" / "report.html").read_text()
     # the same field is what sitk.Resample applies: moved == Resample(moving, field)

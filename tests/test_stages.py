@@ -132,3 +132,23 @@ def gaussian_blob_texture(rng) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     return (1000 * gaussian_filter(rng.normal(size=(20, 24, 28)), 2.0)).astype(np.float32)
+
+
+def test_a_preset_sets_what_the_user_left_open():
+    """A preset stored with the model sets ``flips`` and ``drop_stages`` unless given; a
+    preset the model lacks is a usage error that names the ones it has."""
+    import pytest
+
+    from regnet.errors import UsageError
+
+    presets = {"fast": {"drop_stages": [3], "flips": 1}, "accurate": {"flips": 4}}
+    fast = RegisterOptions(preset="fast").checked(3, model_flips=2, presets=presets)
+    assert (fast.flips, fast.drop_stages) == (1, (3,))
+    mine = RegisterOptions(preset="accurate", flips=2).checked(3, 1, presets)
+    assert (mine.flips, mine.drop_stages) == (2, ())
+    own = RegisterOptions().checked(3, model_flips=2, presets=presets)
+    assert (own.flips, own.drop_stages) == (2, ())
+    with pytest.raises(UsageError, match=r"offers \['fast'\]"):
+        RegisterOptions(preset="accurate").checked(3, 1, {"fast": {}})
+    with pytest.raises(UsageError, match="no presets"):
+        RegisterOptions(preset="fast").checked(3, 1, {})

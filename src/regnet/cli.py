@@ -17,6 +17,7 @@ from regnet.inference.options import (
     PHASES,
     PREALIGN,
     PRECISIONS,
+    PRESETS,
     SMOOTH_VOX,
     RegisterOptions,
 )
@@ -78,7 +79,8 @@ def _register(args) -> int:
                    stages=args.stages and tuple(args.stages), prealign_kind=args.prealign,
                    guard=not args.no_guard, smooth_vox=args.smooth, chain=args.chain,
                    phases=args.phases, flips=args.flips, max_memory_gb=args.max_memory_gb,
-                   series=args.series and tuple(args.series), precision=args.precision)}
+                   series=args.series and tuple(args.series), precision=args.precision,
+                   preset=args.preset)}
     if args.pairs:
         if args.fixed or args.moving or args.fixed_mask or args.transform_out:
             raise UsageError("--pairs replaces --fixed/--moving/--fixed-mask/--transform-out; "
@@ -224,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average this many passes over mirrored copies of the images at each "
                         "stage of at most 4 mm (default: the model's own: 2 for the MR default, "
                         "1 for the CT default; 1: one pass, the fastest)")
+    p.add_argument("--preset", choices=PRESETS,
+                   help="a named setting the model stores: fast (fewer passes) or accurate "
+                        "(more); default: the model's own; `regnet models` and the model "
+                        "cards give each one's time and accuracy")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="the network's arithmetic: auto (the default) takes bf16 on a CPU that "
                         "computes it natively (AVX512-BF16, AMX) and on GPUs, else fp32")

@@ -39,6 +39,7 @@ class LoadedModel:
     stages: list[LoadedModel] = field(default_factory=list)
     run_spacing_mm: float | None = None  # a stage run at another spacing than it trained at
     flips: int = 1  # mirrored passes averaged per fine stage (models.json's "flips")
+    presets: dict = field(default_factory=dict)  # models.json's "presets": name -> options
 
     @property
     def stage_spacing_mm(self) -> float:
@@ -81,7 +82,8 @@ def load_model(model: str | Path | None = None, dim: int = 3) -> LoadedModel:
         stages = [_stage(p, f"{path} stage {k}", entry) for k, p in enumerate(payload["stages"])]
         finest = stages[-1]
         return LoadedModel(finest.network, finest.config, finest.spacing_mm, str(path),
-                           finest.intensity_p1_p99, stages, flips=int(entry.get("flips", 1)))
+                           finest.intensity_p1_p99, stages, flips=int(entry.get("flips", 1)),
+                           presets=dict(entry.get("presets", {})))
     return _from_payload(payload, str(path), entry)
 
 
@@ -113,7 +115,7 @@ def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
     return LoadedModel(network, config, spacing, where,
                        None if reference is None else [float(v) for v in reference],
                        run_spacing_mm=None if run is None else float(run),
-                       flips=int(entry.get("flips", 1)))
+                       flips=int(entry.get("flips", 1)), presets=dict(entry.get("presets", {})))
 
 
 def fold_batchnorm(network: nn.Module) -> nn.Module:

@@ -21,6 +21,10 @@ PREALIGN = ("none", "rigid", "affine")
 CHAINS = ("auto", "always")
 DVF_FORMATS = ("nii", "nii.gz", "mha")  # "nii": 10x faster to write than nii.gz
 PRECISIONS = ("auto", "fp32", "bf16")  # regnet.devices.inference_dtype
+# named settings a model may store with itself (models.json "presets"): option values, as
+# ANTs' SyNQuick is a named, faster setting of SyN
+PRESETS = ("fast", "accurate")
+PRESET_FIELDS = ("flips", "drop_stages")
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,10 @@ class RegisterOptions:
     chain: ``CHAINS``. phases: ``PHASES``. flips: mirrored passes averaged at the fine stages
     (None: the model's own). tile: centres per tile side. max_memory_gb: refuse larger jobs
     (None: the memory available). series: DICOM series UIDs to read. precision: the
-    network's arithmetic, ``PRECISIONS`` (:func:`regnet.devices.inference_dtype`)."""
+    network's arithmetic, ``PRECISIONS`` (:func:`regnet.devices.inference_dtype`).
+    preset: one of ``PRESETS`` that the model stores (None: the model's defaults); it sets
+    ``PRESET_FIELDS`` that are not given. drop_stages: indices of a multi-stage model's own
+    stages (coarse to fine, from 0) left out."""
 
     stages: tuple[float, ...] | None = None
     prealign_kind: str = "none"
@@ -48,11 +55,24 @@ class RegisterOptions:
     max_memory_gb: float | None = None
     series: tuple[str, ...] | None = None
     precision: str = "auto"
+    preset: str | None = None
+    drop_stages: tuple[int, ...] | None = None
 
-    def checked(self, dim: int, model_flips: int = 1) -> RegisterOptions:
-        """These options for ``dim``-D images, ``flips`` resolved to the model's own when
-        None; a choice outside the constants raises a :class:`UsageError`."""
-        flips = model_flips if self.flips is None else self.flips
+    def checked(self, dim: int, model_flips: int = 1,
+                presets: dict | None = None) -> RegisterOptions:
+        """These options for ``dim``-D images: the ``preset``'s values (from the model's
+        ``presets``) for ``PRESET_FIELDS`` left at None, then ``flips`` resolved to the
+        model's own when still None; a choice outside the constants raises a
+        :class:`UsageError`."""
+        values = {}
+        if self.preset is not None:
+            stored = (presets or {}).get(self.preset)
+            if self.preset not in PRESETS or stored is None:
+                raise UsageError(f"--preset {self.preset}: this model offers "
+                                 f"{sorted(presets or {}) or 'no presets'}")
+            values = {k: v for k, v in stored.items() if getattr(self, k) is None}
+        options = dataclasses.replace(self, **values)
+        flips = model_flips if options.flips is None else options.flips
         for name, value, allowed in (("--chain", self.chain, CHAINS),
                                      ("--phases", self.phases, PHASES),
                                      ("--prealign", self.prealign_kind, PREALIGN),
@@ -65,7 +85,8 @@ class RegisterOptions:
             raise UsageError(f"--stages {list(self.stages)}: give positive spacings in mm, "
                              "e.g. 8 4 2")
         stages = None if self.stages is None else tuple(float(s) for s in self.stages)
-        return dataclasses.replace(self, flips=flips, stages=stages)
+        drop = tuple(int(k) for k in options.drop_stages or ())
+        return dataclasses.replace(options, flips=flips, stages=stages, drop_stages=drop)
 
 
 def register_options(options: RegisterOptions | None = None, **values) -> RegisterOptions:

@@ -41,6 +41,7 @@ from regnet.io.images import (
     write_image,
 )
 from regnet.reporting.report import write_report
+from regnet.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +68,33 @@ class RegistrationResult:
         ``extra_rows`` as in :func:`~regnet.reporting.report.write_report`) into ``out``;
         with ``inverse`` also ``inverse_dvf.<fmt>`` on the moving grid and its consistency
         (inside ``mask`` of the fixed grid) in the summary; with ``transform_out`` the field
-        as an ITK transform file there. summary.json comes last: a folder with it holds a
-        complete result."""
+        as an ITK transform file there. The seconds of writing, the inverse and the report
+        join the summary's ``seconds_parts``. summary.json comes last: a folder with it holds
+        a complete result."""
         if dvf_format not in DVF_FORMATS:
             raise UsageError(f"--dvf-format {dvf_format!r}: choose one of {DVF_FORMATS}")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").unlink(missing_ok=True)
-        write_dvf(self.dvf_mm, self.fixed, out / f"dvf.{dvf_format}")
-        write_image(self.moved, out / f"moved.{dvf_format}")
+        watch = Stopwatch()
+        with watch("write"):
+            write_dvf(self.dvf_mm, self.fixed, out / f"dvf.{dvf_format}")
+            write_image(self.moved, out / f"moved.{dvf_format}")
         if inverse:
-            moving_grid = grid_of(self.moving)
-            inverse_mm, consistency = invert_and_check(self.dvf_mm, self.fixed, moving_grid,
-                                                       mask)
-            write_dvf(inverse_mm, moving_grid, out / f"inverse_dvf.{dvf_format}")
+            with watch("inverse"):
+                moving_grid = grid_of(self.moving)
+                inverse_mm, consistency = invert_and_check(self.dvf_mm, self.fixed,
+                                                           moving_grid, mask)
+                write_dvf(inverse_mm, moving_grid, out / f"inverse_dvf.{dvf_format}")
             self.summary["inverse_consistency"] = consistency
         if transform_out is not None:
-            write_transform(self.dvf_mm, self.fixed, transform_out)
+            with watch("write"):
+                write_transform(self.dvf_mm, self.fixed, transform_out)
         if report:
-            write_report(out, self.fixed, self.moving, self.moved, self.dvf_mm, self.jacobian,
-                         self.summary, extra_rows)
+            with watch("report"):
+                write_report(out, self.fixed, self.moving, self.moved, self.dvf_mm,
+                             self.jacobian, self.summary, extra_rows)
+        self.summary.setdefault("seconds_parts", {}).update(watch.rounded())
         write_text_atomic(out / "summary.json", json.dumps(self.summary, indent=1))
         return out
 
@@ -144,17 +152,89 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None,
     :class:`~regnet.inference.options.RegisterOptions`, or its fields by name in
     ``option_values`` (``smooth_vox=0``); the stages are :func:`regnet.inference.stages.
     run_stages`. ``fixed_mask``: the voxels whose Jacobian statistics are reported. The
-    summary's ``warnings`` list the trust signals of :mod:`regnet.inference.trust`.
+    summary's ``warnings`` list the trust signals of :mod:`regnet.inference.trust`;
+    ``seconds_parts`` says where the time went.
+
+    The steps: read, choose and load the model, check, pre-align, run the stages, bring the
+    field onto the fixed grid, warp, Jacobian, trust signals.
     """
     options = register_options(options, **option_values)
+    watch = Stopwatch()
     t0 = time.perf_counter()
+    with watch("read"):
+        fixed_img, moving_img, names = _read_pair(fixed, moving, options.series)
+    with watch("model"):
+        loaded, choice_warning = _load(model, fixed_img, moving_img, names[0])
+    options = options.checked(loaded.config.network.dim, loaded.flips, loaded.presets)
+    with watch("checks"):
+        overlap = _check_pair(fixed_img, moving_img, names, loaded, options)
+        mask = load_mask(fixed_mask, fixed_img) if fixed_mask is not None else None
+    dev = pick_device(device) if isinstance(device, str) else device
+    for stage_model in loaded.stages or [loaded]:
+        stage_model.network.to(dev)
+    background = float(sitk.GetArrayViewFromImage(moving_img).min())
+    with watch("prealign"):
+        transform = prealign(fixed_img, moving_img, options.prealign_kind)
+    t_stages = time.perf_counter()
+    u_mm, grid, reports = run_stages(fixed_img, moving_img, loaded, dev, options, background,
+                                     transform)
+    t_stages = time.perf_counter() - t_stages
+    t_net = sum(r.network_seconds for r in reports)
+    watch.add("network", t_net)
+    watch.add("stages (around the network)", t_stages - t_net)
+    with watch("to the fixed grid"):
+        beyond = 1.0 - float(maps_inside(through_global(u_mm, grid, transform), grid,
+                                         moving_img).mean())
+        dvf_mm = u_mm if same_grid(grid, fixed_img) else resample_dvf(u_mm, grid, fixed_img)
+        dvf_mm = through_global(dvf_mm, fixed_img, transform)
+    with watch("warp"):
+        moved = warp_image(moving_img, dvf_mm, fixed_img, default=background)
+    with watch("jacobian"):
+        det = jacobian_determinant(dvf_mm, fixed_img.GetSpacing())
+        stats = jacobian_summary(det, mask)
+    with watch("trust"):
+        warnings = _warnings(fixed_img, moving_img, loaded, reports, stats, beyond, overlap,
+                             transform, choice_warning)
+    for warning in warnings:
+        log.warning("%s", warning)
+    summary = {"seconds_total": round(time.perf_counter() - t0, 3),
+               "seconds_network": round(t_stages, 3), "seconds_parts": watch.rounded(),
+               "device": str(dev),
+               "model": loaded.source, "model_spacing_mm": loaded.spacing_mm,
+               "fixed_size_xyz": list(fixed_img.GetSize()),
+               "dvf_max_abs_mm": float(np.abs(dvf_mm).max()),
+               "model_trained_range_mm": loaded.trained_range_mm, **stats,
+               "beyond_moving_fraction": round(beyond, 4),
+               "prealign": options.prealign_kind, "preset": options.preset,
+               "smooth_vox": options.smooth_vox,
+               "chain": options.chain, "flips": options.flips,
+               "precision": str(inference_dtype(dev, options.precision) or torch.float32
+                                ).removeprefix("torch."),
+               "unfold": options.unfold_field and options.smooth_vox > 0,
+               "stages": reports_as_dicts(reports),
+               "trusted": not warnings, "warnings": warnings}
+    log.info("registered in %.2f s (network and stages %.2f s on %s); Jacobian min %.3f, "
+             "folding %.4f%%", summary["seconds_total"], t_stages, dev, stats["jac_min"],
+             100 * stats["jac_nonpositive_fraction"])
+    return RegistrationResult(dvf_mm, fixed_img, moving_img, moved, det, summary)
+
+
+def _read_pair(fixed, moving, series) -> tuple[sitk.Image, sitk.Image, tuple[str, str]]:
+    """Both images as float32 ``sitk.Image`` and the names that errors give them."""
     names = (fixed if not isinstance(fixed, sitk.Image) else "fixed",
              moving if not isinstance(moving, sitk.Image) else "moving")
-    fixed_img = _as_image(fixed, names[0], options.series)
-    moving_img = _as_image(moving, names[1], options.series)
+    fixed_img = _as_image(fixed, names[0], series)
+    moving_img = _as_image(moving, names[1], series)
     if fixed_img.GetDimension() != moving_img.GetDimension():
         raise RegNetError(f"{names[0]} is {fixed_img.GetDimension()}D but {names[1]} is "
                           f"{moving_img.GetDimension()}D; both must have the same dimension")
+    return fixed_img, moving_img, names
+
+
+def _load(model, fixed_img: sitk.Image, moving_img: sitk.Image, name
+          ) -> tuple[LoadedModel, str | None]:
+    """The model asked for, or the shipped default for these images (with a warning when the
+    images' modality does not suit it); raise when its dimension is not the images'."""
     choice_warning = None
     if model is None:
         model, why, choice_warning = choose_model(fixed_img, moving_img)
@@ -163,35 +243,29 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None,
         model, dim=fixed_img.GetDimension())
     dim = loaded.config.network.dim
     if fixed_img.GetDimension() != dim:
-        raise RegNetError(f"{names[0]}: the model {loaded.source} is for {dim}D images, "
+        raise RegNetError(f"{name}: the model {loaded.source} is for {dim}D images, "
                           f"this image is {fixed_img.GetDimension()}D")
-    options = options.checked(dim, loaded.flips)
+    return loaded, choice_warning
+
+
+def _check_pair(fixed_img, moving_img, names, loaded: LoadedModel,
+                options: RegisterOptions) -> float:
+    """Raise when the images do not overlap (and nothing pre-aligns them) or the job needs
+    more memory than allowed; return the overlap fraction."""
     overlap = overlap_fraction(fixed_img, moving_img)
     if overlap == 0 and options.prealign_kind == "none":
         raise RegNetError(f"{names[1]} does not overlap {names[0]} in physical space (moving "
                           f"origin {np.round(moving_img.GetOrigin(), 1).tolist()} mm, fixed "
                           f"origin {np.round(fixed_img.GetOrigin(), 1).tolist()} mm); check "
                           "the headers or pre-align the images")
-    stage_models = loaded.stages or [loaded]
-    finest_mm = min(options.stages or [m.stage_spacing_mm for m in stage_models])
+    finest_mm = min(options.stages or [m.stage_spacing_mm for m in loaded.stages or [loaded]])
     check_memory(fixed_img, finest_mm, options.max_memory_gb, names[0])
-    mask = load_mask(fixed_mask, fixed_img) if fixed_mask is not None else None
-    dev = pick_device(device) if isinstance(device, str) else device
-    for stage_model in stage_models:
-        stage_model.network.to(dev)
-    background = float(sitk.GetArrayViewFromImage(moving_img).min())
-    t1 = time.perf_counter()
-    transform = prealign(fixed_img, moving_img, options.prealign_kind)
-    u_mm, grid, reports = run_stages(fixed_img, moving_img, loaded, dev, options, background,
-                                     transform)
-    t_net = time.perf_counter() - t1
-    beyond = 1.0 - float(maps_inside(through_global(u_mm, grid, transform), grid,
-                                     moving_img).mean())
-    dvf_mm = u_mm if same_grid(grid, fixed_img) else resample_dvf(u_mm, grid, fixed_img)
-    dvf_mm = through_global(dvf_mm, fixed_img, transform)
-    moved = warp_image(moving_img, dvf_mm, fixed_img, default=background)
-    det = jacobian_determinant(dvf_mm, fixed_img.GetSpacing())
-    stats = jacobian_summary(det, mask)
+    return overlap
+
+
+def _warnings(fixed_img, moving_img, loaded: LoadedModel, reports, stats, beyond, overlap,
+              transform, choice_warning) -> list[str]:
+    """The trust signals of one result (:mod:`regnet.inference.trust`)."""
     norm = loaded.config.sampling.normalization
     reference = loaded.intensity_p1_p99 if norm == "ct" else None
 
@@ -201,7 +275,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None,
         values = normalize(sitk.GetArrayViewFromImage(image), norm)
         return trust.intensity_warning(name, intensity_percentiles(values), reference)
 
-    warnings = trust.collect(
+    return trust.collect(
         trust.folding_warning(stats["jac_nonpositive_fraction"]),
         trust.range_warning(reports[0].max_model_mm, reports[0].trained_range_mm),
         intensity_warning("fixed", fixed_img),
@@ -215,26 +289,6 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None,
         None if any(r.kept for r in reports) else
         "stages: every stage was dropped by the guard; the result is the identity"
         + (" after pre-alignment" if transform is not None else ""))
-    for warning in warnings:
-        log.warning("%s", warning)
-    summary = {"seconds_total": round(time.perf_counter() - t0, 3),
-               "seconds_network": round(t_net, 3), "device": str(dev),
-               "model": loaded.source, "model_spacing_mm": loaded.spacing_mm,
-               "fixed_size_xyz": list(fixed_img.GetSize()),
-               "dvf_max_abs_mm": float(np.abs(dvf_mm).max()),
-               "model_trained_range_mm": loaded.trained_range_mm, **stats,
-               "beyond_moving_fraction": round(beyond, 4),
-               "prealign": options.prealign_kind, "smooth_vox": options.smooth_vox,
-               "chain": options.chain, "flips": options.flips,
-               "precision": str(inference_dtype(dev, options.precision) or torch.float32
-                                ).removeprefix("torch."),
-               "unfold": options.unfold_field and options.smooth_vox > 0,
-               "stages": reports_as_dicts(reports),
-               "trusted": not warnings, "warnings": warnings}
-    log.info("registered in %.2f s (network and stages %.2f s on %s); Jacobian min %.3f, "
-             "folding %.4f%%", summary["seconds_total"], t_net, dev, stats["jac_min"],
-             100 * stats["jac_nonpositive_fraction"])
-    return RegistrationResult(dvf_mm, fixed_img, moving_img, moved, det, summary)
 
 
 def register_files(fixed, moving, out, model=None, fixed_mask=None, device="auto",

@@ -64,6 +64,7 @@ class StageReport:
     max_model_mm: float  # the largest component in the stage model's own units (its spacing)
     trained_range_mm: float  # what that model was trained on (classBalanced[-1])
     seconds: float = 0.0  # resampling, prediction, composition and the guard's check
+    network_seconds: float = 0.0  # of which the network's forward passes
 
 
 def ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,12 +116,20 @@ def prealign(fixed: sitk.Image, moving: sitk.Image, kind: str, spacing_mm: float
     return transform
 
 
-def stage_plan(loaded: LoadedModel, spacings_mm=None) -> list[tuple[float, LoadedModel]]:
-    """``[(spacing_mm, stage model)]`` coarse to fine: a multi-stage model's own stages (or
-    those of them at ``spacings_mm``), else the one network at each of ``spacings_mm``
-    (default: its own spacing)."""
+def stage_plan(loaded: LoadedModel, spacings_mm=None, drop=()
+               ) -> list[tuple[float, LoadedModel]]:
+    """``[(spacing_mm, stage model)]`` coarse to fine: a multi-stage model's own stages but
+    those whose index is in ``drop`` (or those of them at ``spacings_mm``), else the one
+    network at each of ``spacings_mm`` (default: its own spacing)."""
+    drop = tuple(drop or ())
+    if drop and not loaded.stages:
+        raise UsageError(f"drop_stages {list(drop)}: {loaded.source} has one stage")
     if loaded.stages:
-        own = [(m.stage_spacing_mm, m) for m in loaded.stages]
+        if drop and (max(drop) >= len(loaded.stages) or min(drop) < 0
+                     or len(set(drop)) >= len(loaded.stages)):
+            raise UsageError(f"drop_stages {list(drop)}: the multi-stage model {loaded.source} "
+                             f"has stages 0..{len(loaded.stages) - 1}, and one must stay")
+        own = [(m.stage_spacing_mm, m) for k, m in enumerate(loaded.stages) if k not in drop]
         if spacings_mm is None:
             return own
         wanted, present = set(spacings_mm), {s for s, _ in own}
@@ -177,7 +186,7 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     stage of at most ``FLIPS_MAX_MM``; coarser stages run once."""
     run = _Run(fixed, moving, device, background, global_transform, options,
                inference_dtype(torch.device(device), options.precision))
-    plan = stage_plan(loaded, options.stages)
+    plan = stage_plan(loaded, options.stages, options.drop_stages)
     first = next(i for i, (spacing, _) in enumerate(plan) if spacing == plan[-1][0])
     if options.chain == "always" or first == 0 or options.stages is not None:
         u, grid, reports = _run_plan(plan, run)
@@ -234,11 +243,13 @@ def _run_plan(plan, run: _Run, start=None, guarded: bool = True
         moving_arr = normalize(sitk.GetArrayFromImage(
             warp_image(moving, seen, grid, default=background)), norm)
         scale = spacing / model.spacing_mm
+        t_net = time.perf_counter()
         phases = "one" if o.phases == "sparse" and 4 * spacing > SPARSE_MAX_MM else o.phases
         r = predict_field(model.network, name, moving_arr, fixed_arr, run.device,
                           multi=s.Resolution == "multi", tile=o.tile, phases=phases, R=s.R,
                           Rlow=s.Rlow, flips=o.flips if spacing <= FLIPS_MAX_MM else 1,
                           dtype=run.dtype) * scale
+        t_net = time.perf_counter() - t_net
         if o.smooth_vox > 0 and name not in DENSE:
             r = smooth_field(r, o.smooth_vox)
         candidate = compose_dvfs(u, r, grid.GetSpacing())
@@ -259,7 +270,7 @@ def _run_plan(plan, run: _Run, start=None, guarded: bool = True
         reports.append(StageReport(float(spacing), bool(kept), round(before, 5),
                                    round(after, 5), round(largest, 3), tuple(grid.GetSize()),
                                    round(largest / scale, 3), model.trained_range_mm,
-                                   round(seconds, 3)))
+                                   round(seconds, 3), round(t_net, 3)))
     return u, grid, reports
 
 

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from regnet.errors import fail
 from regnet.io.atomic import atomic_path
-from regnet.io.images import grid_of, read_itk, write_image
+from regnet.io.images import grid_of, read_itk, same_grid, write_image
 
 
 def _direction(reference: sitk.Image) -> np.ndarray:
@@ -33,7 +33,10 @@ def check_dvf_shape(dvf_mm: np.ndarray, reference: sitk.Image, where="dvf") -> N
 def dvf_to_itk(dvf_mm: np.ndarray, reference: sitk.Image, dtype=np.float64) -> sitk.Image:
     """Grid-frame ``dvf_mm`` on ``reference``'s grid -> ITK displacement field (``dtype``)."""
     check_dvf_shape(dvf_mm, reference)
-    phys = np.asarray(dvf_mm, dtype=dtype) @ _direction(reference).T.astype(dtype)
+    direction = _direction(reference)
+    phys = np.asarray(dvf_mm, dtype=dtype)
+    if not np.array_equal(direction, np.eye(len(direction))):  # else the frames coincide
+        phys = phys @ direction.T.astype(dtype)
     image = sitk.GetImageFromArray(phys, isVector=True)
     image.CopyInformation(reference)
     return image
@@ -75,32 +78,36 @@ def resample_dvf(dvf_mm: np.ndarray, grid: sitk.Image, target: sitk.Image) -> np
     a 256x256x160 field folded, all on its last two slices).
 
     With one direction matrix each target axis maps onto one grid axis, so the resampling is
-    one linear interpolation per axis, with the index clamped to the grid (0.18 s against
-    ``sitk.Resample``'s 1.02 s from 2 mm onto 1 mm at 256x256x160, equal to it within the
-    grid); other grids go through ``sitk.Resample`` with nearest-value extrapolation."""
+    one linear interpolation per axis, with the index clamped to the grid (torch's threaded
+    ``index_select`` and ``lerp``: 0.3 s from 2 mm onto 1 mm at 256x256x160, against 0.5-1.3 s
+    in NumPy and 1.0 s for ``sitk.Resample``, equal to the latter within the grid); other grids
+    go through ``sitk.Resample`` with nearest-value extrapolation."""
+    import torch  # here, not above: `regnet --help` needs no torch
+
     check_dvf_shape(dvf_mm, grid)
+    if same_grid(grid, target):
+        return np.array(dvf_mm, dtype=np.float32)
     if not np.allclose(_direction(grid), _direction(target), atol=1e-6):
         image = sitk.Resample(dvf_to_itk(dvf_mm, grid), target, sitk.Transform(),
                               sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True)
         return itk_to_dvf(image)
     # continuous grid index of target voxel i along each axis: offset + i * step
     shift = _direction(grid).T @ (np.subtract(target.GetOrigin(), grid.GetOrigin()))
-    out = np.asarray(dvf_mm, dtype=np.float32)
+    out = torch.from_numpy(np.ascontiguousarray(dvf_mm, dtype=np.float32))
     for axis_xyz in range(grid.GetDimension()):
         axis = out.ndim - 2 - axis_xyz  # array axis of x, y(, z)
         n = out.shape[axis]
         step = target.GetSpacing()[axis_xyz] / grid.GetSpacing()[axis_xyz]
         where = np.clip(shift[axis_xyz] / grid.GetSpacing()[axis_xyz]
                         + step * np.arange(target.GetSize()[axis_xyz]), 0, n - 1)
-        below = np.minimum(np.floor(where).astype(np.intp), max(n - 2, 0))
-        weight = (where - below).astype(np.float32)
+        below = np.minimum(np.floor(where).astype(np.int64), max(n - 2, 0))
         shape = [1] * out.ndim
         shape[axis] = -1
-        weight = weight.reshape(shape)
-        lower = np.take(out, below, axis=axis)
-        upper = np.take(out, np.minimum(below + 1, n - 1), axis=axis)
-        out = lower + weight * (upper - lower)
-    return out
+        weight = torch.from_numpy((where - below).astype(np.float32)).view(shape)
+        lower = out.index_select(axis, torch.from_numpy(below))
+        upper = out.index_select(axis, torch.from_numpy(np.minimum(below + 1, n - 1)))
+        out = torch.lerp(lower, upper, weight)
+    return out.numpy()
 
 
 def displacement_transform(dvf_mm: np.ndarray, reference: sitk.Image

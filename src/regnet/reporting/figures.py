@@ -35,9 +35,13 @@ def checkerboard(a: np.ndarray, b: np.ndarray, squares: int = 8) -> np.ndarray:
     return np.where((rows[:, None] + cols[None, :]) % 2 == 0, a, b)
 
 
-def save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path, tight: bool = True) -> Path:
+    """Write ``fig`` as a PNG (90 dpi) and close it. ``tight`` crops the margins, at the price
+    of drawing and encoding the figure twice; a figure laid out by ``subplots_adjust`` does
+    without."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, bbox_inches="tight")
+        fig.savefig(tmp, dpi=90, bbox_inches="tight" if tight else None,
+                    pil_kwargs={"compress_level": 1})
     plt.close(fig)
     return Path(path)
 

@@ -98,7 +98,10 @@ def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
             ax.axis("off")
             if cmap != "gray":
                 fig.colorbar(shown, ax=ax, fraction=0.046)
-    png = save_figure(fig, out / "report.png")
+    if columns > 1:  # laid out here: save_figure's tight crop would draw the figure twice
+        fig.subplots_adjust(left=0.01, right=0.97, bottom=0.01, top=0.98, wspace=0.12,
+                            hspace=0.22)
+    png = save_figure(fig, out / "report.png", tight=columns == 1)
     encoded = base64.b64encode(png.read_bytes()).decode()
     table = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v))}</td>"
                     "</tr>" for k, v in summary.items())
