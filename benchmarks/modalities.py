@@ -34,6 +34,7 @@ from _env import header  # noqa: E402
 from large_motion import LIVER_PAIRS, folding, liver_cases  # noqa: E402
 
 from regnet.config import SynthesisConfig  # noqa: E402
+from regnet.errors import UsageError  # noqa: E402
 from regnet.evaluation.elastix import elastix_bspline  # noqa: E402
 from regnet.evaluation.metrics import dice, target_registration_error  # noqa: E402
 from regnet.geometry.faces import maps_inside  # noqa: E402
@@ -83,6 +84,9 @@ def main() -> None:
     parser.add_argument("--flips", nargs="+", type=int, default=[None],
                         help="mirrored passes per fine stage, one row each (default: the "
                              "model's own)")
+    parser.add_argument("--presets", nargs="+", default=["own"],
+                        help="the model's own setting ('own') and/or stored presets (fast, "
+                             "accurate), one row each; a model without one skips that row")
     args = parser.parse_args()
     data = Path(args.data)
     print(header())
@@ -99,13 +103,19 @@ def main() -> None:
     def methods(fixed, moving):
         if "identity" in args.methods:
             yield "identity", None, 0.0, ""
-        runs = [(n, m, f) for n, m in models.items() for f in args.flips]
-        for name, loaded, flips in runs if "regnet" in args.methods else []:
+        runs = [(n, m, f, p) for n, m in models.items() for f in args.flips
+                for p in args.presets]
+        for name, loaded, flips, preset in runs if "regnet" in args.methods else []:
+            preset = None if preset == "own" else preset
             t0 = time.perf_counter()
-            result = register(fixed, moving, model=loaded, flips=flips)
+            try:
+                result = register(fixed, moving, model=loaded, flips=flips, preset=preset)
+            except UsageError:  # a model without this preset
+                continue
             chosen = Path(result.summary["model"]).stem
             yield f"RegNet {name}" + (f" ({chosen})" if name == "auto" else "") + (
-                f" flips {flips}" if flips else ""), \
+                f" flips {flips}" if flips else "") + (
+                f" --preset {preset}" if preset else ""), \
                 result.dvf_mm, time.perf_counter() - t0, "".join(
                     "y" if s["kept"] else "n" for s in result.summary["stages"])
         if "elastix" in args.methods:

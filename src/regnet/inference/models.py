@@ -158,6 +158,8 @@ def shipped_model_lines() -> list[str]:
     lines = []
     for name, entry in sorted(index["models"].items()):
         tag = f" [{defaults[name]}]" if name in defaults else ""
+        presets = f"; presets: {', '.join(entry['presets'])}" if entry.get("presets") else ""
         lines.append(f"{name}{tag}: {entry.get('modality', '?')}, {entry.get('anatomy', '?')},"
-                     f" {entry.get('spacing', '?')}; {entry.get('validation', 'no figure')}")
+                     f" {entry.get('spacing', '?')}; {entry.get('validation', 'no figure')}"
+                     + presets)
     return lines

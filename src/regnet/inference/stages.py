@@ -152,6 +152,16 @@ class _Run:
     global_transform: sitk.Transform | None
     options: RegisterOptions
     dtype: torch.dtype | None  # the network's arithmetic (None: float32)
+    cache: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    def fixed_on(self, spacing_mm: float, norm: str) -> tuple[sitk.Image, np.ndarray]:
+        """The fixed image resampled to ``spacing_mm`` and its array normalised by ``norm``,
+        made once per registration (stages and the chain's judge share them)."""
+        key = (float(spacing_mm), norm)
+        if key not in self.cache:
+            grid = resample_isotropic(self.fixed, spacing_mm)
+            self.cache[key] = grid, normalize(sitk.GetArrayFromImage(grid), norm)
+        return self.cache[key]
 
 
 def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, device,
@@ -216,8 +226,7 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
 
 def _final_ncc(run: _Run, u, grid, norm) -> float:
     seen = through_global(u, grid, run.global_transform)
-    fixed_arr = normalize(sitk.GetArrayFromImage(
-        resample_isotropic(run.fixed, grid.GetSpacing()[0])), norm)
+    _, fixed_arr = run.fixed_on(grid.GetSpacing()[0], norm)
     return ncc(fixed_arr, normalize(sitk.GetArrayFromImage(
         warp_image(run.moving, seen, grid, default=run.background)), norm))
 
@@ -225,23 +234,27 @@ def _final_ncc(run: _Run, u, grid, norm) -> float:
 def _run_plan(plan, run: _Run, start=None, guarded: bool = True
               ) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
     """Run ``plan``'s stages from ``start`` (``(u, grid, reports)`` so far; default none);
-    with ``guarded`` (and the options' guard) a stage that lowers the NCC is dropped."""
+    with ``guarded`` (and the options' guard) a stage that lowers the NCC is dropped. A stage
+    on the grid of the one before it starts from that stage's warped moving image."""
     fixed, moving, background = run.fixed, run.moving, run.background
     global_transform, o = run.global_transform, run.options
     u, grid, reports = start or (None, None, [])
     reports = list(reports)
+    warped = None  # (spacing, norm, the moving image warped by u on grid, normalised)
     for spacing, model in plan:
         t0 = time.perf_counter()
         s, name = model.config.sampling, model.config.network.name
         norm = s.normalization
-        fixed_s = resample_isotropic(fixed, spacing)
+        fixed_s, fixed_arr = run.fixed_on(spacing, norm)
         shape = fixed_s.GetSize()[::-1] + (fixed.GetDimension(),)
         u = np.zeros(shape, np.float32) if u is None else resample_dvf(u, grid, fixed_s)
         grid = fixed_s
-        seen = through_global(u, grid, global_transform)
-        fixed_arr = normalize(sitk.GetArrayFromImage(fixed_s), norm)
-        moving_arr = normalize(sitk.GetArrayFromImage(
-            warp_image(moving, seen, grid, default=background)), norm)
+        if warped is not None and warped[:2] == (spacing, norm):
+            moving_arr = warped[2]
+        else:
+            moving_arr = normalize(sitk.GetArrayFromImage(warp_image(
+                moving, through_global(u, grid, global_transform), grid, default=background)),
+                norm)
         scale = spacing / model.spacing_mm
         t_net = time.perf_counter()
         phases = "one" if o.phases == "sparse" and 4 * spacing > SPARSE_MAX_MM else o.phases
@@ -259,6 +272,7 @@ def _run_plan(plan, run: _Run, start=None, guarded: bool = True
         before, after = ncc(fixed_arr, moving_arr), ncc(fixed_arr, after_arr)
         kept = after > before or not (o.guard and guarded)
         seconds = time.perf_counter() - t0
+        warped = (spacing, norm, after_arr if kept else moving_arr)
         if kept:
             u = candidate
             log.info("stage at %g mm (%s): NCC %.4f -> %.4f, kept, %.1f s", spacing,
