@@ -283,6 +283,7 @@ def _warnings(fixed_img, moving_img, loaded: LoadedModel, reports, stats, beyond
         choice_warning,
         trust.extent_warning(fixed_img, moving_img),
         trust.beyond_warning(beyond),
+        trust.contrast_warning(reports[0].ncc_before),
         None if overlap >= 0.5 or transform is not None else
         f"overlap: the moving image covers only {100 * overlap:.0f}% of the fixed image's "
         "extent",

@@ -11,7 +11,9 @@ giving a one-line warning (none when all is well):
 * size: the fixed and moving images' physical extents differ by more than
   ``EXTENT_WARN_RATIO`` along an axis;
 * beyond: more than ``BEYOND_WARN_FRACTION`` of the fixed image maps beyond the moving image's
-  faces, where the field is extrapolated (:mod:`regnet.geometry.faces`), not measured.
+  faces, where the field is extrapolated (:mod:`regnet.geometry.faces`), not measured;
+* contrast: the images are anti-correlated before registration (NCC below
+  ``CONTRAST_WARN_NCC`` on the first stage's grid), as a T1 against a T2 image.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ RANGE_WARN_SHARE = 0.95
 INTENSITY_TOLERANCE = (0.1, 0.25)  # allowed |difference| of the normalised p1 and p99
 EXTENT_WARN_RATIO = 2.0  # fixed and moving physical extents along an axis
 BEYOND_WARN_FRACTION = 0.1  # of the fixed image mapped beyond the moving image
+CONTRAST_WARN_NCC = -0.1
+
+
+def contrast_warning(ncc_identity: float) -> str | None:
+    if ncc_identity < CONTRAST_WARN_NCC:
+        return (f"contrast: the images are anti-correlated before registration (NCC "
+                f"{ncc_identity:.2f}); RegNet learns from pairs of one contrast, so a stage is "
+                "judged by the NCC's magnitude: check the result")
+    return None
 
 
 def folding_warning(fraction: float) -> str | None:
