@@ -5,8 +5,10 @@ next to elastix's B-spline map: same pairs, same run, same machine.
         [--device cpu|cuda] [--repeat N] [--no-elastix] [--no-presets]
 
 Pairs: a chest CT (``lung-ct/lung1_image.nrrd``) and a head MR
-(``mr-various/niivue_chris_t1_head.nii.gz``) resampled onto each ``--sizes`` grid (x, y, z)
-over their own extent, the moving image deformed by the seed's low-frequency field. The MR
+(``mr-various/niivue_chris_t1_head.nii.gz``) resampled onto each ``--sizes`` grid (x, y, z):
+by default 256x256x160 voxels of 1 mm centred on the scan, and a clinical 512x512x150 over
+the CT's extent (0.57x0.57x1.6 mm); the fixed image deformed by the seed's low-frequency
+field. The MR
 pair is made at the first size only. RegNet runs as ``regnet register`` does with no
 ``--model``: the model chosen from the images, the outputs (dvf.nii, moved.nii, report,
 summary.json) written; "end to end" is that whole call, after the imports. Elastix computes
@@ -33,19 +35,26 @@ from _env import header, in_fresh_process  # noqa: E402
 SCANS = {"CT": "lung-ct/lung1_image.nrrd", "MR": "mr-various/niivue_chris_t1_head.nii.gz"}
 
 
-def make_pair(path: Path, size_xyz, folder: str, name: str) -> tuple[str, str]:
-    """The scan resampled onto ``size_xyz`` voxels over its extent (fixed: deformed by the
-    seed's low-frequency field); returns the two file paths."""
+def make_pair(path: Path, size: str, folder: str, name: str) -> tuple[str, str]:
+    """The scan resampled onto a grid of ``size`` ("XxYxZ": over the scan's extent;
+    "XxYxZ@S": S mm voxels centred on the scan), the fixed image deformed by the seed's
+    low-frequency field; returns the two file paths."""
     from regnet.config import SynthesisConfig
     from regnet.io.images import read_image, resample_to_grid
     from regnet.synthesis.pairs import make_pair as artificial_pair
 
     image = read_image(path)
+    voxels, _, spacing = size.partition("@")
+    size_xyz = np.array([int(n) for n in voxels.split("x")])
     extent = np.asarray(image.GetSize()) * np.asarray(image.GetSpacing())
+    spacing_xyz = np.full(3, float(spacing)) if spacing else extent / size_xyz
+    centre = image.TransformContinuousIndexToPhysicalPoint(
+        [(n - 1) / 2 for n in image.GetSize()])
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
     grid = sitk.Image([int(n) for n in size_xyz], sitk.sitkFloat32)
-    grid.SetSpacing(tuple(float(v) for v in extent / np.asarray(size_xyz)))
-    grid.SetOrigin(image.GetOrigin())
+    grid.SetSpacing(tuple(float(v) for v in spacing_xyz))
     grid.SetDirection(image.GetDirection())
+    grid.SetOrigin(tuple(np.asarray(centre) - direction @ ((size_xyz - 1) / 2 * spacing_xyz)))
     background = float(sitk.GetArrayViewFromImage(image).min())
     moving = resample_to_grid(image, grid, default=background)
     pair = artificial_pair(moving, 0, SynthesisConfig(), np.random.default_rng(0))
@@ -85,7 +94,8 @@ def run_elastix(fixed, moving):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(Path(__file__).parents[2] / "shared" / "data"))
-    parser.add_argument("--sizes", nargs="+", default=["256x256x160", "512x512x150"])
+    parser.add_argument("--sizes", nargs="+", default=["256x256x160@1", "512x512x150"],
+                        help="XxYxZ over the scan's extent, XxYxZ@S: S mm voxels")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=0, help="more runs in the same process")
     parser.add_argument("--no-elastix", action="store_true", help="time RegNet alone")
@@ -103,10 +113,9 @@ def main():
     breakdown = []
     with tempfile.TemporaryDirectory() as folder:
         for k, size in enumerate(args.sizes):
-            size_xyz = [int(n) for n in size.split("x")]
             for modality in ["CT", "MR"] if k == 0 else ["CT"]:
-                name = f"{modality}_{size}"
-                fixed, moving = make_pair(Path(args.data) / SCANS[modality], size_xyz, folder,
+                name = f"{modality}_{size.replace('@', '_')}"
+                fixed, moving = make_pair(Path(args.data) / SCANS[modality], size, folder,
                                           name)
                 timed = []
                 for preset in presets["default" if modality == "CT" else "default_mr"]:
