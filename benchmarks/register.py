@@ -2,7 +2,7 @@
 next to elastix's B-spline map: same pairs, same run, same machine.
 
     python benchmarks/register.py [--data ../shared/data] [--sizes 256x256x160 512x512x150]
-        [--device cpu|cuda] [--repeat N] [--no-elastix] [--no-presets]
+        [--modalities CT MR] [--device cpu|cuda] [--repeat N] [--no-elastix] [--no-presets]
 
 Pairs: a chest CT (``lung-ct/lung1_image.nrrd``) and a head MR
 (``mr-various/niivue_chris_t1_head.nii.gz``) resampled onto each ``--sizes`` grid (x, y, z):
@@ -96,6 +96,7 @@ def main():
     parser.add_argument("--data", default=str(Path(__file__).parents[2] / "shared" / "data"))
     parser.add_argument("--sizes", nargs="+", default=["256x256x160@1", "512x512x150"],
                         help="XxYxZ over the scan's extent, XxYxZ@S: S mm voxels")
+    parser.add_argument("--modalities", nargs="+", default=["CT", "MR"], choices=list(SCANS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=0, help="more runs in the same process")
     parser.add_argument("--no-elastix", action="store_true", help="time RegNet alone")
@@ -113,7 +114,7 @@ def main():
     breakdown = []
     with tempfile.TemporaryDirectory() as folder:
         for k, size in enumerate(args.sizes):
-            for modality in ["CT", "MR"] if k == 0 else ["CT"]:
+            for modality in [m for m in args.modalities if k == 0 or m == "CT"]:
                 name = f"{modality}_{size.replace('@', '_')}"
                 fixed, moving = make_pair(Path(args.data) / SCANS[modality], size, folder,
                                           name)

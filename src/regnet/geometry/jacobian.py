@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+SLAB = 8  # slices along the first axis per block of jacobian_determinant
+
 
 def jacobian_determinant(dvf_mm: np.ndarray, spacing_mm_xyz) -> np.ndarray:
     """``det(I + du/dx)`` per voxel, by central differences (one-sided at the borders).
@@ -11,7 +13,24 @@ def jacobian_determinant(dvf_mm: np.ndarray, spacing_mm_xyz) -> np.ndarray:
     dvf_mm: ``(D, H, W, 3)`` or ``(H, W, 2)``, grid frame (x, y, z components). The determinant
     does not depend on the direction matrix, so the grid frame gives the physical answer.
     Returns ``(D, H, W)`` / ``(H, W)`` float32.
+
+    Computed in slabs of ``SLAB`` slices along the first axis, each with one slice of halo:
+    the same numbers, but the temporaries stay in the CPU's cache (512x512x150: 1.7-2.2 s
+    against 4.0-6.2 s in one block).
     """
+    length = dvf_mm.shape[0]
+    if length <= SLAB + 2:
+        return _determinant(dvf_mm, spacing_mm_xyz)
+    out = np.empty(dvf_mm.shape[:-1], np.float32)
+    for start in range(0, length, SLAB):
+        stop = min(start + SLAB, length)
+        lo, hi = max(start - 1, 0), min(stop + 1, length)
+        out[start:stop] = _determinant(dvf_mm[lo:hi], spacing_mm_xyz)[start - lo:stop - lo]
+    return out
+
+
+def _determinant(dvf_mm: np.ndarray, spacing_mm_xyz) -> np.ndarray:
+    """:func:`jacobian_determinant` in one block."""
     n = dvf_mm.shape[-1]
     spacing_zyx = np.asarray(spacing_mm_xyz, dtype=np.float64)[::-1]
     # j[c][a] = d u_c / d x_a + (c == a), components and axes in x, y(, z) order; float32 and
