@@ -139,7 +139,8 @@ def dense_config_2d(**training):
     return config_from_dict(values)
 
 
-def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d):
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, norm):
     from regnet.sampling.stream import read_manifests
 
     config = dense_config_2d()
@@ -148,7 +149,7 @@ def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d):
     centres = np.array([[s // 2 for s in p.fixed.shape] for p in loaded])
     batch = cut_crops(loaded, np.arange(2), centres, np.zeros(2), 48)
     torch.manual_seed(0)
-    net = UNet(dim=2, width=0.5)
+    net = UNet(dim=2, width=0.5, norm=norm)
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
@@ -161,11 +162,15 @@ def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d):
 
 
 def test_dense_training_runs_validates_and_resumes(dataset_2d, tmp_path):
+    """Ten steps in bf16 (group normalisation), then four more after a resume."""
     run = tmp_path / "run"
-    summary = train([dataset_2d], run, dense_config_2d(steps=10, val_every=10), seed=0)
+    config = dense_config_2d(steps=10, val_every=10, precision="bf16")
+    config = dataclasses.replace(config, network=dataclasses.replace(config.network,
+                                                                     norm="group"))
+    summary = train([dataset_2d], run, config, seed=0)
     assert summary["steps"] == 10 and np.isfinite(summary["validation"]["epe"])
     assert summary["validation"]["epe_identity"] > 0
-    resumed = train([dataset_2d], run, dense_config_2d(val_every=10), steps=14, resume=True)
+    resumed = train([dataset_2d], run, config, steps=14, resume=True)
     assert resumed["started_at"] == 10 and resumed["steps"] == 14
 
 

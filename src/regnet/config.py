@@ -122,6 +122,9 @@ class SamplingConfig:
                               f"{self.normalization!r}")
 
 
+NORMS = ("batch", "instance", "group", "none")
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """Which architecture (see ``regnet.network.registry``) and its width."""
@@ -130,6 +133,7 @@ class NetworkConfig:
     dim: int = 3
     width: float = 1.0  # multiplies every layer's filter count (1.0 = the seed's Figure 1)
     crop: int = 64  # dense networks (unet): training crop edge in voxels, a multiple of 16
+    norm: str = "batch"  # dense networks (unet): "batch", "instance", "group" or "none"
 
     def validate(self, where="network") -> None:
         if self.dim not in (2, 3) or not 0 < self.width <= 8:
@@ -137,6 +141,9 @@ class NetworkConfig:
                               f"{self.dim}, width {self.width}")
         if self.crop < 16 or self.crop % 16:
             raise bad_setting(where, f"crop must be a multiple of 16, got {self.crop}")
+        if self.norm not in NORMS or (self.norm != "batch" and self.name != "unet"):
+            raise bad_setting(where, f"norm must be one of {NORMS} (other than 'batch' only "
+                              f"for unet), got {self.norm!r} for {self.name!r}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,10 @@ class TrainingConfig:
     intensity_slab_blur_max_vox: float = 0.0  # with it: blur along one random axis (thick slices)
     lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * progress)) / 2
     num_workers: int = 1
+    # the forward pass's arithmetic: "fp32"; "auto": bf16 on a CPU that computes it natively
+    # and on GPUs (regnet.devices.inference_dtype), else fp32; "bf16" anywhere. GPUs train
+    # in bf16 with any of them.
+    precision: str = "fp32"
 
     def intensity_augmentation(self) -> dict | None:
         """:func:`regnet.intensity.random_contrast`'s options, or None when it is off."""
@@ -182,6 +193,9 @@ class TrainingConfig:
                        f"{self.lr_schedule!r}")
         if self.num_workers < 0:
             raise bad_setting(where, f"num_workers must be >= 0, got {self.num_workers}")
+        if self.precision not in ("fp32", "auto", "bf16"):
+            raise bad_setting(where, f"precision must be 'fp32', 'auto' or 'bf16', got "
+                              f"{self.precision!r}")
         if self.val_max_patches < 1:
             raise bad_setting(where, f"val_max_patches must be >= 1, got {self.val_max_patches}")
         if not 0 < self.val_fraction < 1:

@@ -14,7 +14,7 @@ from regnet.network.unet import UNet
 _REGISTRY: dict[str, Callable[[NetworkConfig], nn.Module]] = {
     "regnet_multi": lambda c: RegNet(dim=c.dim, multi=True, width=c.width),
     "regnet_single": lambda c: RegNet(dim=c.dim, multi=False, width=c.width),
-    "unet": lambda c: UNet(dim=c.dim, width=c.width),
+    "unet": lambda c: UNet(dim=c.dim, width=c.width, norm=c.norm),
 }
 DENSE = {"unet"}  # networks that predict a whole field (trained on crops, not centre voxels)
 

@@ -5,9 +5,10 @@ evaluation per output point. This U-Net sees the whole image (or a training crop
 the DVF on a stride-2 lattice, upsampled linearly to every voxel: 0.6 s for a 96x112x112 pair
 on 2 CPU cores. Its coarsest level is 1/16 of the
 input, so one output sees more than 100 voxels around it. Batch normalisation as in the seed's
-network; at inference its running statistics apply, so a prediction depends on neither the
-batch nor the crop. Train it with ``network: {name: unet, crop: 64}`` (docs/training.md says
-how far CPU training got: it needs far more steps than the patch network to leave the identity).
+network by default (at inference its running statistics apply, so a prediction depends on
+neither the batch nor the crop); ``norm: instance|group|none`` replaces it. Train it with
+``network: {name: unet, crop: 64}`` (docs/training.md says how far CPU training got: it needs
+far more steps than the patch network to leave the identity).
 """
 
 from __future__ import annotations
@@ -20,11 +21,23 @@ from torch import nn
 LEVELS = 4  # stride-2 downsamplings: inputs must be multiples of 2**LEVELS
 
 
-def _conv(dim: int, cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+def _norm(kind: str, dim: int, channels: int) -> nn.Module:
+    """The normalisation after each convolution: batch statistics (running statistics at
+    inference), per-sample instance or group (4 channels a group) statistics, or none."""
+    if kind == "batch":
+        return (nn.BatchNorm3d if dim == 3 else nn.BatchNorm2d)(channels)
+    if kind == "instance":
+        return (nn.InstanceNorm3d if dim == 3 else nn.InstanceNorm2d)(channels, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(max(1, channels // 4), channels)
+    return nn.Identity()
+
+
+def _conv(dim: int, cin: int, cout: int, stride: int = 1, norm: str = "batch"
+          ) -> nn.Sequential:
     conv = nn.Conv3d if dim == 3 else nn.Conv2d
-    norm = nn.BatchNorm3d if dim == 3 else nn.BatchNorm2d
-    return nn.Sequential(conv(cin, cout, 3, stride, 1, bias=False), norm(cout),
-                         nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(conv(cin, cout, 3, stride, 1, bias=norm != "batch"),
+                         _norm(norm, dim, cout), nn.LeakyReLU(0.2, inplace=True))
 
 
 class UNet(nn.Module):
@@ -32,16 +45,17 @@ class UNet(nn.Module):
     -> ``(B, 3, D/2, H/2, W/2)`` displacement in mm (x, y, z) at the centres of 2x2x2 blocks;
     :meth:`dense` upsamples it to ``(B, 3, D, H, W)``. 2D alike with ``(B, 2, H, W)``."""
 
-    def __init__(self, dim: int = 3, width: float = 1.0):
+    def __init__(self, dim: int = 3, width: float = 1.0, norm: str = "batch"):
         super().__init__()
         self.dim = dim
         w = [max(4, round(n * width)) for n in (16, 32, 32, 64, 64)]
-        self.stem = _conv(dim, 2, w[0])
-        self.down = nn.ModuleList(_conv(dim, w[i], w[i + 1], stride=2) for i in range(LEVELS))
-        self.bottom = _conv(dim, w[4], w[4])
+        self.stem = _conv(dim, 2, w[0], norm=norm)
+        self.down = nn.ModuleList(_conv(dim, w[i], w[i + 1], 2, norm) for i in range(LEVELS))
+        self.bottom = _conv(dim, w[4], w[4], norm=norm)
         # decoder from 1/16 back to 1/2, each level joined with the encoder's of that level
-        self.up = nn.ModuleList(_conv(dim, w[i + 1] + w[i], w[i]) for i in range(LEVELS - 1, 0, -1))
-        self.refine = _conv(dim, w[1], w[1])
+        self.up = nn.ModuleList(_conv(dim, w[i + 1] + w[i], w[i], norm=norm)
+                                for i in range(LEVELS - 1, 0, -1))
+        self.refine = _conv(dim, w[1], w[1], norm=norm)
         self.out = (nn.Conv3d if dim == 3 else nn.Conv2d)(w[1], dim, 3, 1, 1)
         nn.init.normal_(self.out.weight, std=1e-3)  # start near the zero field
         nn.init.zeros_(self.out.bias)

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from regnet.config import Config, config_from_dict
-from regnet.devices import pick_device
+from regnet.devices import inference_dtype, pick_device
 from regnet.errors import RegNetError, UsageError, fail
 from regnet.intensity import intensity_percentiles, normalize
 from regnet.io.atomic import remove_stale_temporaries
@@ -299,8 +299,8 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=tcfg.num_workers,
                                          prefetch_factor=4 if tcfg.num_workers else None,
                                          pin_memory=dev.type == "cuda")
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
-                else nullcontext())
+    dtype = torch.bfloat16 if dev.type == "cuda" else inference_dtype(dev, tcfg.precision)
+    autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
     wait_s = compute_s = 0.0
     losses, last_val = [], {}
     step, out_of_time = start, False
