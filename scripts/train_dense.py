@@ -1,0 +1,87 @@
+"""Train the dense network as a 4 mm CT stage (configs/dense_ct_4mm.yaml) with one command.
+
+    python scripts/train_dense.py [--data ../shared/data] [--work runs/dense_ct_4mm]
+        [--steps N] [--workers 2] [--device auto]
+
+The pairs: ``regnet generate`` on the CTs of ``lung-ct`` and ``ct-various`` at 4 mm, except
+the held-out LIDC-IDRI-0314 and scans too small for a 4 mm patch reach (as the seed network's
+4 mm stage, scripts/train_multistage.py); ``openkbp_validation_pt209`` and ``lung2_image``
+validate. ``WORK/manifest.json`` lists every scan with its sha256. Then ``regnet train`` for
+the config's steps (seed 0), resuming from ``WORK/run/last.pt`` when there is one: a run
+stopped by Ctrl-C or a time limit goes on where it stopped. The validation curve is in
+``WORK/run/tensorboard``; ``--plot`` writes it as ``WORK/curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_multistage import training_scans  # noqa: E402
+
+from regnet.network.checkpoint import sha256  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "dense_ct_4mm.yaml"
+REGNET = [sys.executable, "-m", "regnet.cli"]
+
+
+def plot_curve(run: Path, out: Path) -> Path:
+    """The validation EPE against steps, with the identity's, as a PNG."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from regnet.reporting.figures import plt, save_figure
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, label in (("val/epe", "dense network"), ("val/epe_identity", "identity")):
+        points = events.Scalars(key)
+        ax.plot([p.step for p in points], [p.value for p in points], label=label)
+    ax.set_xlabel("step (4 crops of 64 voxels)")
+    ax.set_ylabel("validation EPE (mm)")
+    ax.legend()
+    return save_figure(fig, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--work", default=str(ROOT / "runs" / "dense_ct_4mm"))
+    parser.add_argument("--steps", type=int, help="override the config's steps")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--plot", action="store_true", help="only write WORK/curve.png")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    work = Path(args.work)
+    if args.plot:
+        print(plot_curve(work / "run", work / "curve.png"))
+        return
+    scans = training_scans(Path(args.data), 4.0, 2 * 26 + 1)
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = work / "manifest.json"
+    if not manifest.exists():
+        manifest.write_text(json.dumps({Path(s).name: sha256(s) for s in scans}, indent=1))
+    pairs = work / "pairs"
+    if not (pairs / "manifest.csv").exists():
+        subprocess.run([*REGNET, "generate", "--images", *scans, "--out", str(pairs),
+                        "--config", str(CONFIG), "--seed", "0", "--workers",
+                        str(args.workers)], check=True)
+    run = work / "run"
+    command = [*REGNET, "train", "--data", str(pairs), "--out", str(run), "--config",
+               str(CONFIG), "--seed", "0", "--device", args.device]
+    if args.steps:
+        command += ["--steps", str(args.steps)]
+    if (run / "last.pt").exists():
+        command.append("--resume")
+    subprocess.run(command, check=True)
+
+
+if __name__ == "__main__":
+    main()
