@@ -80,7 +80,7 @@ def main() -> None:
         command += ["--steps", str(args.steps)]
     if (run / "last.pt").exists():
         command.append("--resume")
-    subprocess.run(command, check=True)
+    sys.exit(subprocess.run(command).returncode)  # stopped (Ctrl-C): last.pt resumes it
 
 
 if __name__ == "__main__":
