@@ -1,6 +1,6 @@
 """Trust signals: warnings that a registration result should not be taken at face value.
 
-Five checks (and the model choice's, :func:`regnet.inference.models.choose_model`), each
+Six checks (and the model choice's, :func:`regnet.inference.models.choose_model`), each
 giving a one-line warning (none when all is well):
 
 * folding: more than ``FOLDING_WARN_FRACTION`` of the voxels have a Jacobian determinant <= 0;
