@@ -27,6 +27,11 @@ def test_range_warning_at_95_percent_of_the_trained_range():
     assert "displacements of 7.7 mm" in trust.range_warning(7.7, 8.0)  # 0.95 * 8 = 7.6
 
 
+def test_contrast_warning_below_an_ncc_of_minus_0_1():
+    assert trust.contrast_warning(0.3) is None and trust.contrast_warning(-0.05) is None
+    assert "(NCC -0.95)" in trust.contrast_warning(-0.95)
+
+
 def test_intensity_warning_for_mr_under_a_ct_model():
     ct_reference = [-0.004, 0.33]
     assert trust.intensity_warning("fixed", [0.0, 0.5], ct_reference) is None
