@@ -177,11 +177,9 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None,
         transform = prealign(fixed_img, moving_img, options.prealign_kind)
     t_stages = time.perf_counter()
     u_mm, grid, reports = run_stages(fixed_img, moving_img, loaded, dev, options, background,
-                                     transform)
+                                     transform, watch)
     t_stages = time.perf_counter() - t_stages
-    t_net = sum(r.network_seconds for r in reports)
-    watch.add("network", t_net)
-    watch.add("stages (around the network)", t_stages - t_net)
+    watch.add("stages (around the network)", t_stages - watch.seconds.get("network", 0.0))
     with watch("to the fixed grid"):
         beyond = 1.0 - float(maps_inside(through_global(u_mm, grid, transform), grid,
                                          moving_img).mean())

@@ -50,6 +50,7 @@ from regnet.intensity import normalize
 from regnet.io.dvf import resample_dvf
 from regnet.io.images import resample_isotropic
 from regnet.network.registry import DENSE
+from regnet.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 COMPOSED_SMOOTH_VOX = 2.0  # Gaussian sigma (finest-stage voxels) on a composed field
@@ -156,6 +157,7 @@ class _Run:
     global_transform: sitk.Transform | None
     options: RegisterOptions
     dtype: torch.dtype | None  # the network's arithmetic (None: float32)
+    watch: Stopwatch  # the network's seconds, every pass counted (kept or not)
     cache: dict = dataclasses.field(default_factory=dict, compare=False)
 
     def fixed_on(self, spacing_mm: float, norm: str) -> tuple[sitk.Image, np.ndarray]:
@@ -170,22 +172,23 @@ class _Run:
 
 def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, device,
                options: RegisterOptions, background: float = 0.0,
-               global_transform: sitk.Transform | None = None
+               global_transform: sitk.Transform | None = None, watch: Stopwatch | None = None
                ) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
-    """Run the stages coarse to fine (:func:`stage_plan` of ``options.stages``); return
-    ``(u_mm, grid, reports)`` with ``u`` the field found after the global transform, on the
-    finest stage's grid (grid frame, mm). ``options`` are checked already
-    (:meth:`RegisterOptions.checked`). ``smooth_vox``: Gaussian sigma (voxels of each stage's
-    grid) applied to every residual of the seed's patch network (a dense network's output is
-    smooth already); ``unfold_field``: where several stages were kept, smooth their composed
-    field (``COMPOSED_SMOOTH_VOX``), then smooth it locally wherever it still folds
+    """Run the stages coarse to fine (:func:`stage_plan` of ``options.stages``); return ``(u_mm,
+    grid, reports)`` with ``u`` the field found after the global transform, on the finest
+    stage's grid (grid frame, mm). ``options`` are checked already
+    (:meth:`RegisterOptions.checked`); ``watch`` (a :class:`~regnet.timing.Stopwatch`) gets the
+    seconds of every network pass as ``"network"``. ``smooth_vox``: Gaussian sigma (voxels of
+    each stage's grid) applied to every residual of the seed's patch network (a dense network's
+    output is smooth already); ``unfold_field``: where several stages were kept, smooth their
+    composed field (``COMPOSED_SMOOTH_VOX``), then smooth it locally wherever it still folds
     (:func:`regnet.geometry.jacobian.unfold`, up to 30 passes; measurements in
     benchmarks/README.md, "Measurements behind the defaults").
 
     ``chain``: ``always`` runs every stage, each judged by the guard on its own step. ``auto``
     (for a multi-stage model's own stages) judges outcomes instead. It runs the coarser stages
     unguarded, then the first stage at the finest spacing after them; it also runs that stage
-    alone, and keeps whichever result has the higher NCC on the finest grid (both logged).
+    alone, and keeps whichever result has the larger |NCC| on the finest grid (both logged).
     Then it runs any refinement stage (a later stage at the finest spacing) once, on the field
     kept. A coarse stage may lower the similarity on its own grid and still bring the finest
     stage within reach of large motion; on small motion the finest stage alone can be better.
@@ -199,7 +202,7 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     ``flips``: mirrored passes averaged (:func:`regnet.inference.dense.predict_field`) at each
     stage of at most ``FLIPS_MAX_MM``; coarser stages run once."""
     run = _Run(fixed, moving, device, background, global_transform, options,
-               inference_dtype(torch.device(device), options.precision))
+               inference_dtype(torch.device(device), options.precision), watch or Stopwatch())
     plan = stage_plan(loaded, options.stages, options.drop_stages)
     first = next(i for i, (spacing, _) in enumerate(plan) if spacing == plan[-1][0])
     if options.chain == "always" or first == 0 or options.stages is not None:
@@ -268,6 +271,7 @@ def _run_plan(plan, run: _Run, start=None, guarded: bool = True
                           Rlow=s.Rlow, flips=o.flips if spacing <= FLIPS_MAX_MM else 1,
                           dtype=run.dtype) * scale
         t_net = time.perf_counter() - t_net
+        run.watch.add("network", t_net)
         if o.smooth_vox > 0 and name not in DENSE:
             r = smooth_field(r, o.smooth_vox)
         candidate = compose_dvfs(u, r, grid.GetSpacing())
