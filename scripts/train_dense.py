@@ -6,7 +6,7 @@
 The pairs: ``regnet generate`` on the CTs of ``lung-ct`` and ``ct-various`` at 4 mm, except
 the held-out LIDC-IDRI-0314 and scans too small for a 4 mm patch reach (as the seed network's
 4 mm stage, scripts/train_multistage.py); ``openkbp_validation_pt209`` and ``lung2_image``
-validate. ``WORK/manifest.json`` lists every scan with its sha256. Then ``regnet train`` for
+validate. ``WORK/pairs/generation.yaml`` lists every scan with its sha256. Then ``regnet train`` for
 the config's steps (seed 0), resuming from ``WORK/run/last.pt`` when there is one: a run
 stopped by Ctrl-C or a time limit goes on where it stopped. The validation curve is in
 ``WORK/run/tensorboard``; ``--plot`` writes it as ``WORK/curve.png``.
@@ -15,7 +15,6 @@ stopped by Ctrl-C or a time limit goes on where it stopped. The validation curve
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import subprocess
 import sys
@@ -23,8 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_multistage import training_scans  # noqa: E402
-
-from regnet.network.checkpoint import sha256  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "dense_ct_4mm.yaml"
@@ -65,9 +62,6 @@ def main() -> None:
         return
     scans = training_scans(Path(args.data), 4.0, 2 * 26 + 1)
     work.mkdir(parents=True, exist_ok=True)
-    manifest = work / "manifest.json"
-    if not manifest.exists():
-        manifest.write_text(json.dumps({Path(s).name: sha256(s) for s in scans}, indent=1))
     pairs = work / "pairs"
     if not (pairs / "manifest.csv").exists():
         subprocess.run([*REGNET, "generate", "--images", *scans, "--out", str(pairs),

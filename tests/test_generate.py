@@ -2,9 +2,11 @@
 
 import csv
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import yaml
 
 from regnet.cli import main
 from regnet.config import config_from_dict
@@ -43,6 +45,9 @@ def test_generate_writes_manifest_and_consistent_pairs(tmp_path):
     assert list(rows[0]) == MANIFEST_COLUMNS
     assert {r["method"] for r in rows} == {"smooth", "blob"}
     assert (tmp_path / "out" / "figures" / "scan0.png").stat().st_size > 5000
+    recorded = yaml.safe_load((tmp_path / "out" / "generation.yaml").read_text())
+    assert recorded["seed"] == 7 and recorded["sha256"] == {
+        str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in scans}
     row = rows[0]
     fixed = sitk.ReadImage(str(tmp_path / "out" / row["fixed"]))
     moving = sitk.ReadImage(str(tmp_path / "out" / row["moving"]))

@@ -1,10 +1,12 @@
-"""Atomic writes (a temporary file beside the target, then a rename) and folder locks."""
+"""Atomic writes (a temporary file beside the target, then a rename), folder locks, and files'
+checksums."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -12,6 +14,15 @@ from pathlib import Path
 from regnet.errors import fail
 
 TMP_MARK = "tmp-"  # temporary names: ".<stem>.tmp-<random><suffixes>"
+
+
+def sha256(path: str | Path) -> str:
+    """The file's SHA-256, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

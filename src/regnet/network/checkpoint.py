@@ -9,7 +9,6 @@ copied; it is loaded, checksum-verified, from the installation).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from torch import nn
 
 from regnet.config import Config, config_from_dict
 from regnet.errors import RegNetError, UsageError, bad_setting, fail
-from regnet.io.atomic import atomic_path
+from regnet.io.atomic import atomic_path, sha256  # noqa: F401 (sha256: this module's API too)
 from regnet.network import build_network
 
 FORMAT = "regnet-checkpoint-v1"
@@ -32,10 +31,6 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **payload}, tmp)
     return Path(path)
-
-
-def sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> dict:

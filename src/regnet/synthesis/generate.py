@@ -3,7 +3,8 @@
 Layout under ``out``::
 
     manifest.csv                         one row per pair (paths relative to out)
-    generation.yaml                      config, seed and inputs: any pair can be rebuilt
+    generation.yaml                      config, seed, inputs and their sha256: any pair can be
+                                         rebuilt, from the same data
     <case>/<F|M>/Dsmooth<k>/moving.mha   the source (moving) image on the isotropic grid
     <case>/<F|M>/Dsmooth<k>/D<d>/fixed.mha, dvf.mha, [area.mha], row.json
 
@@ -37,6 +38,7 @@ from regnet.io.atomic import (
     TMP_MARK,
     folder_lock,
     remove_stale_temporaries,
+    sha256,
     write_text_atomic,
 )
 from regnet.io.dvf import read_dvf, write_dvf
@@ -214,9 +216,11 @@ def generate(images: list[str], out: str | Path, config: Config | None = None, s
         for role, role_path in roles:
             jobs += [SourceJob(names[i], role, str(role_path), k) for k in synth.Dsmooth]
     mine = jobs[shard[0]::shard[1]]
+    sources = [*images, *(moving_images or [])]
     write_text_atomic(out / "generation.yaml", yaml.safe_dump(
         {"seed": seed, "images": list(map(str, images)),
          "moving_images": list(map(str, moving_images or [])),
+         "sha256": {str(p): sha256(p) for p in sources if Path(p).is_file()},
          "config": config.to_dict()}, sort_keys=False))
     stale = sum(remove_stale_temporaries(out / job.folder) for job in mine
                 if (out / job.folder).is_dir())
