@@ -183,3 +183,5 @@ def test_a_preset_sets_what_the_user_left_open():
         RegisterOptions(preset="accurate").checked(3, 1, {"fast": {}})
     with pytest.raises(UsageError, match="no presets"):
         RegisterOptions(preset="fast").checked(3, 1, {})
+    with pytest.raises(UsageError, match=r"sets \['tile'\]"):
+        RegisterOptions(preset="fast").checked(3, 1, {"fast": {"tile": 40}})

@@ -70,6 +70,10 @@ class RegisterOptions:
             if self.preset not in PRESETS or stored is None:
                 raise UsageError(f"--preset {self.preset}: this model offers "
                                  f"{sorted(presets or {}) or 'no presets'}")
+            unknown = set(stored) - set(PRESET_FIELDS)
+            if unknown:
+                raise UsageError(f"--preset {self.preset}: the model's preset sets "
+                                 f"{sorted(unknown)}; a preset may set {PRESET_FIELDS}")
             values = {k: v for k, v in stored.items() if getattr(self, k) is None}
         options = dataclasses.replace(self, **values)
         flips = model_flips if options.flips is None else options.flips
