@@ -169,6 +169,23 @@ class _Run:
             self.cache[key] = grid, normalize(sitk.GetArrayFromImage(grid), norm)
         return self.cache[key]
 
+    def warped(self, u: np.ndarray, grid: sitk.Image, norm: str) -> np.ndarray:
+        """The moving image warped by the field ``u`` onto ``grid`` and normalised, made once
+        per field: a stage's check, the next stage's input and the chain's judge share it.
+        Fields are never changed in place while the stages run, so one is known by identity;
+        the few most recent are kept."""
+        memo = self.cache.setdefault("warped", {})
+        hit = memo.get(id(u))
+        if hit is not None and hit[0] is u and hit[1] is grid and hit[2] == norm:
+            return hit[3]
+        seen = through_global(u, grid, self.global_transform)
+        array = normalize(sitk.GetArrayFromImage(
+            warp_image(self.moving, seen, grid, default=self.background)), norm)
+        memo[id(u)] = (u, grid, norm, array)
+        while len(memo) > 4:
+            memo.pop(next(iter(memo)))
+        return array
+
 
 def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, device,
                options: RegisterOptions, background: float = 0.0,
@@ -233,36 +250,31 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
 
 
 def _final_ncc(run: _Run, u, grid, norm) -> float:
-    seen = through_global(u, grid, run.global_transform)
     _, fixed_arr = run.fixed_on(grid.GetSpacing()[0], norm)
-    return ncc(fixed_arr, normalize(sitk.GetArrayFromImage(
-        warp_image(run.moving, seen, grid, default=run.background)), norm))
+    return ncc(fixed_arr, run.warped(u, grid, norm))
 
 
 def _run_plan(plan, run: _Run, start=None, guarded: bool = True
               ) -> tuple[np.ndarray, sitk.Image, list[StageReport]]:
     """Run ``plan``'s stages from ``start`` (``(u, grid, reports)`` so far; default none);
     with ``guarded`` (and the options' guard) a stage that lowers the NCC is dropped. A stage
-    on the grid of the one before it starts from that stage's warped moving image."""
-    fixed, moving, background = run.fixed, run.moving, run.background
-    global_transform, o = run.global_transform, run.options
+    on the grid of the one before it starts from the same field object, so that its warped
+    moving image is made once (:meth:`_Run.warped`)."""
+    o = run.options
     u, grid, reports = start or (None, None, [])
     reports = list(reports)
-    warped = None  # (spacing, norm, the moving image warped by u on grid, normalised)
     for spacing, model in plan:
         t0 = time.perf_counter()
         s, name = model.config.sampling, model.config.network.name
         norm = s.normalization
         fixed_s, fixed_arr = run.fixed_on(spacing, norm)
-        shape = fixed_s.GetSize()[::-1] + (fixed.GetDimension(),)
-        u = np.zeros(shape, np.float32) if u is None else resample_dvf(u, grid, fixed_s)
+        shape = fixed_s.GetSize()[::-1] + (run.fixed.GetDimension(),)
+        if u is None:
+            u = np.zeros(shape, np.float32)
+        elif grid is not fixed_s:  # (run.fixed_on gives one grid object per spacing)
+            u = resample_dvf(u, grid, fixed_s)
         grid = fixed_s
-        if warped is not None and warped[:2] == (spacing, norm):
-            moving_arr = warped[2]
-        else:
-            moving_arr = normalize(sitk.GetArrayFromImage(warp_image(
-                moving, through_global(u, grid, global_transform), grid, default=background)),
-                norm)
+        moving_arr = run.warped(u, grid, norm)
         scale = spacing / model.spacing_mm
         t_net = time.perf_counter()
         phases = "one" if o.phases == "sparse" and 4 * spacing > SPARSE_MAX_MM else o.phases
@@ -275,13 +287,10 @@ def _run_plan(plan, run: _Run, start=None, guarded: bool = True
         if o.smooth_vox > 0 and name not in DENSE:
             r = smooth_field(r, o.smooth_vox)
         candidate = compose_dvfs(u, r, grid.GetSpacing())
-        seen_after = through_global(candidate, grid, global_transform)
-        after_arr = normalize(sitk.GetArrayFromImage(
-            warp_image(moving, seen_after, grid, default=background)), norm)
+        after_arr = run.warped(candidate, grid, norm)
         before, after = ncc(fixed_arr, moving_arr), ncc(fixed_arr, after_arr)
         kept = abs(after) > abs(before) or not (o.guard and guarded)
         seconds = time.perf_counter() - t0
-        warped = (spacing, norm, after_arr if kept else moving_arr)
         if kept:
             u = candidate
             log.info("stage at %g mm (%s): NCC %.4f -> %.4f, kept, %.1f s", spacing,
