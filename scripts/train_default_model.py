@@ -1,9 +1,11 @@
 """Train the shipped default CT model from ../shared/data/lung-ct (resumable).
 
     python scripts/train_default_model.py --data ../shared/data/lung-ct --work /tmp/regnet-default
-        [--steps N] [--minutes M] [--workers W] [--device auto] [--ship] [--export DIR]
+        [--steps N] [--workers W] [--device auto] [--ship] [--export DIR]
 
-lung1 and the right half of lung2 train; the left half of lung2 is held out for validation.
+The recipe is in configs/recipes.yaml (``ct_lung_2mm``: the two scans, checked by sha256, and
+3,354 steps; ``--steps`` changes that). lung1 and the right half of lung2 train; the left half
+of lung2 validates.
 ``--scans DIR`` takes the three scans already resampled to 2 mm (lung1.mha, lung2_right.mha,
 lung2_left.mha) instead of ``--data``. ``--ship`` (alone, or after training) copies best.pt
 (weights and config only) into src/regnet/models/, updates models.json with its checksum and
@@ -22,16 +24,14 @@ from pathlib import Path
 
 import SimpleITK as sitk
 import torch
+from recipe import ROOT, recipe_config, recipe_scans, recipe_steps  # scripts/ is on the path
 
-from regnet.config import load_config
 from regnet.devices import pick_device
 from regnet.io.images import read_image, resample_isotropic, write_image
 from regnet.network.checkpoint import load_checkpoint, save_checkpoint, sha256
 from regnet.synthesis.generate import generate
 from regnet.training.trainer import train
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "default_ct.yaml"
 MODELS = ROOT / "src" / "regnet" / "models"
 
 
@@ -104,8 +104,7 @@ def main():
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "lung-ct"))
     parser.add_argument("--work", default="/tmp/regnet-default")
     parser.add_argument("--scans", help="folder of the three scans already at 2 mm")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--minutes", type=float, help="training wall-time budget")
+    parser.add_argument("--steps", type=int, default=recipe_steps("ct_lung_2mm", "ct_lung_2mm"))
     parser.add_argument("--workers", type=int, default=2,
                         help="processes for generation and for the patch loader")
     parser.add_argument("--device", default="auto")
@@ -116,7 +115,9 @@ def main():
     work = Path(args.work)
     device = pick_device(args.device).type
     if not args.ship:
-        config = load_config(CONFIG)
+        if not args.scans:
+            recipe_scans("ct_lung_2mm", Path(args.data).parent)
+        config = recipe_config("ct_lung_2mm", "ct_lung_2mm")
         config = dataclasses.replace(config, training=dataclasses.replace(
             config.training, num_workers=args.workers))
         scans = prepare_scans(Path(args.data), work / "scans", config.synthesis.spacing_mm,
@@ -124,7 +125,7 @@ def main():
         generate(scans, work / "pairs", config, seed=0, workers=args.workers)
         resume = (work / "run" / "last.pt").exists()
         summary = train([work / "pairs"], work / "run", config, steps=args.steps,
-                        resume=resume, device=device, seed=0, max_minutes=args.minutes)
+                        resume=resume, device=device, seed=0)
         summary["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
         print(json.dumps(summary, indent=1))
         (work / "run" / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -4,9 +4,9 @@
         [--steps N] [--workers 2] [--device auto]
 
 The pairs: ``regnet generate`` on the CTs of ``lung-ct`` and ``ct-various`` at 4 mm, except
-the held-out LIDC-IDRI-0314 and scans too small for a 4 mm patch reach (as the seed network's
-4 mm stage, scripts/train_multistage.py); ``openkbp_validation_pt209`` and ``lung2_image``
-validate. ``WORK/pairs/generation.yaml`` lists every scan with its sha256. Then ``regnet train`` for
+the held-out LIDC-IDRI-0314 and scans too small for a 4 mm patch reach;
+``openkbp_validation_pt209`` and ``lung2_image`` validate. ``WORK/pairs/generation.yaml``
+lists every scan with its sha256. Then ``regnet train`` for
 the config's steps (seed 0), resuming from ``WORK/run/last.pt`` when there is one: a run
 stopped by Ctrl-C or a time limit goes on where it stopped. The validation curve is in
 ``WORK/run/tensorboard``; ``--plot`` writes it as ``WORK/curve.png``.
@@ -20,12 +20,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_multistage import training_scans  # noqa: E402
+import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "dense_ct_4mm.yaml"
 REGNET = [sys.executable, "-m", "regnet.cli"]
+HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
+
+
+def training_scans(data: Path, spacing_mm: float, min_voxels: int) -> list[str]:
+    """CTs of ``lung-ct`` and ``ct-various`` whose every axis spans at least ``min_voxels``
+    voxels of ``spacing_mm``, except the held-out one."""
+    scans = sorted((data / "lung-ct").glob("*.nrrd")) + sorted(
+        (data / "ct-various").glob("*.nii.gz"))
+    keep = []
+    for path in scans:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        extent = [n * s / spacing_mm for n, s in zip(reader.GetSize(), reader.GetSpacing(),
+                                                    strict=True)]
+        if HELD_OUT not in path.name and min(extent) >= min_voxels:
+            keep.append(str(path))
+    return keep
 
 
 def plot_curve(run: Path, out: Path) -> Path:

@@ -1,26 +1,25 @@
 """Train and ship the multi-stage CT model (configs/multistage_ct.yaml) with one command.
 
     python scripts/train_multistage.py [--data ../shared/data] [--work /tmp/regnet-multistage]
-        [--minutes 45] [--refine-minutes 50] [--workers 2] [--device auto]
-        [--refine-only | --ship-only]
+        [--workers 2] [--device auto] [--refine-only | --ship-only]
 
-Stage 0 (4 mm, displacements up to 40 mm) is the seed's network fine-tuned from the shipped
-2 mm model on artificial pairs of every kind (deformMethod 0-5) made from the CTs in
-``lung-ct`` and ``ct-various``, except the held-out benchmark CT (LIDC-IDRI-0314) and scans
-smaller than a 4 mm patch reach; ``openkbp_validation_pt209`` and ``lung2_image`` are the
-validation cases.
+The recipe is in configs/recipes.yaml (``ct_4mm``, ``ct_refine_2mm``): the scans, checked by
+sha256, the seeds and the step counts.
 
-The refinement stage (configs/ct_refine.yaml) is ``ct_lung_2mm`` fine-tuned, with displacement
-classes of 0.75 / 1.5 / 3 mm, on what the chain below leaves (``regnet residuals``, Dsmooth 0
-and 4) plus the original pairs, all made at 2 mm from central crops (``CROP_MM``) of
-``REFINE_SCANS``, so that registering each pair takes seconds rather than minutes on a CPU;
-``lung2_image`` validates.
+Stage 0 (``ct_4mm``: 4 mm, displacements up to 40 mm) is the seed's network fine-tuned from the
+shipped 2 mm model on artificial pairs of every kind (deformMethod 0-5) made from 17 CTs of
+``lung-ct`` and ``ct-various``; ``openkbp_validation_pt209`` and ``lung2_image`` validate.
+
+The refinement stage (``ct_refine_2mm``, configs/ct_refine.yaml) is ``ct_lung_2mm`` fine-tuned,
+with displacement classes of 0.75 / 1.5 / 3 mm, on what the chain below leaves (``regnet
+residuals``, Dsmooth 0 and 4) plus the original pairs, all made at 2 mm from central crops
+(``CROP_MM``) of its recipe's scans, so that registering each pair takes seconds rather than
+minutes on a CPU; ``lung2_image`` validates.
 
 The packed model runs ``ct_lung_2mm`` at 8 mm (its prediction scaled by 4), then stage 0 at
 4 mm, then ``ct_lung_2mm`` at its own 2 mm, then the refinement stage at 2 mm:
 ``src/regnet/models/ct_multistage.pt``, the default for CT, a small file that refers to the two
-trained stages shipped as models of their own (``ct_4mm``, ``ct_refine_2mm``). Every step
-resumes.
+trained stages shipped as models of their own. Every step resumes.
 """
 
 from __future__ import annotations
@@ -28,15 +27,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import SimpleITK as sitk
 
-from regnet.config import load_config
-from regnet.inference.models import pack_stages
-from regnet.inference.residuals import make_residuals
-from regnet.io.images import write_image
-from regnet.network.checkpoint import (
+sys.path.insert(0, str(Path(__file__).parent))
+from recipe import ROOT, recipe_config, recipe_scans, recipe_steps  # noqa: E402
+
+from regnet.inference.models import pack_stages  # noqa: E402
+from regnet.inference.residuals import make_residuals  # noqa: E402
+from regnet.io.images import write_image  # noqa: E402
+from regnet.network.checkpoint import (  # noqa: E402
     INDEX,
     MODELS_DIR,
     STAGE_KEYS,
@@ -44,35 +46,11 @@ from regnet.network.checkpoint import (
     save_checkpoint,
     sha256,
 )
-from regnet.synthesis.generate import case_name, generate
-from regnet.training.trainer import train
+from regnet.synthesis.generate import case_name, generate  # noqa: E402
+from regnet.training.trainer import train  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-MULTISTAGE = ROOT / "configs" / "multistage_ct.yaml"
-REFINE = ROOT / "configs" / "ct_refine.yaml"
-REFINE_SCANS = ["lung-ct/lung1_image.nrrd", "lung-ct/lung2_image.nrrd",  # lung2 validates
-                "ct-various/pyvista_PancreasCTCB001_abdomen_ct.nii.gz",
-                "ct-various/pyvista_vtk_fullhead_ct.nii.gz"] + [
-    f"ct-various/openkbp_train_pt{n}.nii.gz" for n in (14, 42, 106, 160, 182)]
 CROP_MM = (224.0, 224.0, 192.0)  # x, y, z: about the MR heads' size at 2 mm
-HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/large_motion.py registers this one
 NAME = "ct_multistage"
-
-
-def training_scans(data: Path, spacing_mm: float, min_voxels: int) -> list[str]:
-    """CTs whose every axis spans at least ``min_voxels`` voxels of ``spacing_mm``."""
-    scans = sorted((data / "lung-ct").glob("*.nrrd")) + sorted(
-        (data / "ct-various").glob("*.nii.gz"))
-    keep = []
-    for path in scans:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        extent = [n * s / spacing_mm for n, s in zip(reader.GetSize(), reader.GetSpacing(),
-                                                    strict=True)]
-        if HELD_OUT not in path.name and min(extent) >= min_voxels:
-            keep.append(str(path))
-    return keep
 
 
 def central_crops(scans: list[str], out: Path, box_mm=CROP_MM) -> list[str]:
@@ -138,8 +116,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--work", default="/tmp/regnet-multistage")
-    parser.add_argument("--minutes", type=float, default=45.0)
-    parser.add_argument("--refine-minutes", type=float, default=50.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--refine-only", action="store_true",
@@ -148,32 +124,32 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.work)
-    config = load_config(MULTISTAGE, 0)
     run, refine = work / "run0", work / "refine"
     if not (args.ship_only or args.refine_only):
-        scans = training_scans(Path(args.data), config.synthesis.spacing_mm,
-                               2 * config.sampling.K + 1)
-        logging.info("stage 0 trains on %d scans", len(scans))
-        generate(scans, work / "pairs0", config, seed=0, workers=args.workers)
-        summary = train([work / "pairs0"], run, config, resume=(run / "last.pt").exists(),
-                        device=args.device, max_minutes=args.minutes, init="ct_lung_2mm")
+        config = recipe_config("ct_4mm", "ct_4mm")
+        generate(recipe_scans("ct_4mm", args.data), work / "pairs0", config, seed=0,
+                 workers=args.workers)
+        summary = train([work / "pairs0"], run, config, steps=recipe_steps("ct_4mm", "ct_4mm"),
+                        resume=(run / "last.pt").exists(), device=args.device,
+                        init="ct_lung_2mm")
         logging.info("stage 0: best validation EPE %.2f mm", summary["best_val_epe_mm"])
     if not args.ship_only:
         chain = pack_stages(["ct_lung_2mm@8", run / "best.pt", "ct_lung_2mm"], work / "chain.pt")
-        crops = central_crops([str(Path(args.data) / scan) for scan in REFINE_SCANS],
-                              work / "crops")
-        generate(crops, work / "pairs_crops", load_config(REFINE), seed=0, workers=args.workers)
+        crops = central_crops(recipe_scans("ct_refine_2mm", args.data), work / "crops")
+        config = recipe_config("ct_refine_2mm", "ct_refine_2mm")
+        generate(crops, work / "pairs_crops", config, seed=0, workers=args.workers)
         make_residuals(work / "pairs_crops", chain, work / "residuals", device=args.device,
                        dsmooth=[0, 4])
-        summary = train([work / "residuals", work / "pairs_crops"], refine, load_config(REFINE),
+        summary = train([work / "residuals", work / "pairs_crops"], refine, config,
+                        steps=recipe_steps("ct_refine_2mm", "ct_refine_2mm"),
                         resume=(refine / "last.pt").exists(), device=args.device,
-                        max_minutes=args.refine_minutes, init="ct_lung_2mm")
+                        init="ct_lung_2mm")
         logging.info("refinement stage: best validation EPE %.2f mm", summary["best_val_epe_mm"])
     validations = {
         "ct_4mm": f"patch EPE {load_checkpoint(run / 'best.pt')['best']:.2f} mm vs identity "
-                  f"{best_identity(run):.2f} (held-out patients, motion < 40 mm)",
+                  f"{best_identity(run):.2f} (validation patients, motion < 40 mm)",
         "ct_refine_2mm": f"patch EPE {load_checkpoint(refine / 'best.pt')['best']:.2f} mm vs "
-                         f"identity {best_identity(refine):.2f} (held-out patient's residuals, "
+                         f"identity {best_identity(refine):.2f} (validation patient's residuals, "
                          "motion < 3 mm)",
         NAME: "see MODEL_CARD_MULTISTAGE.md (held-out chest CT, the seed's three fields and "
               "large motion, elastix in the same run)"}

@@ -191,11 +191,41 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
     learning-rate schedule is then the larger of the step and time fractions, so a cosine
     schedule reaches zero when time runs out.
     """
-    config = config or Config()
+    out = Path(out)
+    config, state, seed = _resumed(config or Config(), steps, resume, out, seed)
+    world, rank, dev = _start_processes(device)
+    try:
+        run = _Run(data, out, config, dev, world, rank, seed)
+        run.start(state, init)
+        return run.loop(max_minutes)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _resumed(config: Config, steps: int | None, resume: bool, out: Path, seed: int
+             ) -> tuple[Config, dict | None, int]:
+    """The config (with ``steps`` if given), the checkpoint to resume from (or None) and the
+    seed: a resumed run keeps its checkpoint's config and seed."""
     if steps is not None:
         config = dataclasses.replace(config, training=dataclasses.replace(config.training,
                                                                           steps=steps))
-    out = Path(out)
+    last_path = out / "last.pt"
+    if not resume:
+        return config, None, seed
+    if not last_path.exists():
+        log.info("--resume: no %s yet (stopped before its first checkpoint); starting afresh",
+                 last_path)
+        return config, None, seed
+    state = load_checkpoint(last_path)
+    config = config_from_dict(state["config"], str(last_path))
+    config = dataclasses.replace(config, training=dataclasses.replace(
+        config.training, steps=steps or config.training.steps))
+    return config, state, state["seed"]
+
+
+def _start_processes(device) -> tuple[int, int, torch.device]:
+    """``(world size, rank, device)``; joins the process group under ``torchrun``."""
     world, rank, local_rank = _distributed()
     dev = pick_device(device)
     if dev.type == "cuda":
@@ -205,169 +235,197 @@ def train(data, out, config: Config | None = None, steps: int | None = None, res
             dev = torch.device("cuda", local_rank)
             torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    last_path = out / "last.pt"
-    state = None
-    if resume and not last_path.exists():
-        log.info("--resume: no %s yet (stopped before its first checkpoint); starting afresh",
-                 last_path)
-    elif resume:
-        state = load_checkpoint(last_path)
-        config = config_from_dict(state["config"], str(last_path))
-        config = dataclasses.replace(config, training=dataclasses.replace(
-            config.training, steps=steps or config.training.steps))
-        seed = state["seed"]
-    sampling, tcfg = config.sampling, config.training
-    if sampling.R > config.synthesis.Border:
-        raise UsageError(f"config: sampling.R = {sampling.R} exceeds synthesis.Border = "
-                         f"{config.synthesis.Border}; a patch would reach past the peak border")
-    pairs = read_manifests(data, sampling.deformMethod)
-    check_pair_grids(pairs)
-    spacing_mm, _ = check_data_fits(pairs, config)
-    train_pairs, val_pairs = split_by_case(pairs, config)
-    intensity = training_intensity(train_pairs, config) if rank == 0 else None
+    return world, rank, dev
 
-    torch.manual_seed(seed)
-    # channels-last on GPUs: 2.9x the bf16 training rate of the default layout on an H100
-    # (benchmarks/gpu_train_variants.py); on CPUs it gained under 15%, so they keep NCDHW
-    layout = torch.contiguous_format
-    if dev.type == "cuda":
-        layout = torch.channels_last_3d if config.network.dim == 3 else torch.channels_last
-    model = build_network(config.network).to(dev, memory_format=layout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
-    start, best = 0, math.inf
-    if init is not None and state is None:
-        start_weights(model, init, config)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        start, best = int(state["step"]), float(state["best"])
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    main_rank = rank == 0
-    if main_rank:
-        out.mkdir(parents=True, exist_ok=True)
-        if remove_stale_temporaries(out):
+
+class _Run:
+    """One training run: its data, network, optimiser, checkpoints, validation and loop."""
+
+    def __init__(self, data, out: Path, config: Config, dev: torch.device, world: int,
+                 rank: int, seed: int):
+        sampling = config.sampling
+        if sampling.R > config.synthesis.Border:
+            raise UsageError(f"config: sampling.R = {sampling.R} exceeds synthesis.Border = "
+                             f"{config.synthesis.Border}; a patch would reach past the peak "
+                             "border")
+        self.config, self.out, self.dev, self.world, self.seed = config, out, dev, world, seed
+        self.main_rank = rank == 0
+        self.rank = rank
+        pairs = read_manifests(data, sampling.deformMethod)
+        check_pair_grids(pairs)
+        self.spacing_mm, _ = check_data_fits(pairs, config)
+        self.train_pairs, self.val_pairs = split_by_case(pairs, config)
+        self.intensity = training_intensity(self.train_pairs, config) if self.main_rank else None
+        self.dense = config.network.name in DENSE
+        self.step = self.start_step = 0
+        self.best = math.inf
+
+    def start(self, state: dict | None, init) -> None:
+        """Build the network and optimiser from ``state`` (resume), ``init`` (fine-tune) or
+        the seed; open the TensorBoard log and draw the validation patches."""
+        config, dev = self.config, self.dev
+        torch.manual_seed(self.seed)
+        # channels-last on GPUs: 2.9x the bf16 training rate of the default layout on an H100
+        # (benchmarks/gpu_train_variants.py); on CPUs it gained under 15%, so they keep NCDHW
+        self.layout = torch.contiguous_format
+        if dev.type == "cuda":
+            self.layout = torch.channels_last_3d if config.network.dim == 3 else \
+                torch.channels_last
+        self.model = build_network(config.network).to(dev, memory_format=self.layout)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.training.lr)
+        if init is not None and state is None:
+            start_weights(self.model, init, config)
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            self.start_step, self.best = int(state["step"]), float(state["best"])
+        self.step = self.start_step
+        self.net = (nn.parallel.DistributedDataParallel(self.model) if self.world > 1
+                    else self.model)
+        self.val_centres, self.writer = None, None
+        if not self.main_rank:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        if remove_stale_temporaries(self.out):
             log.info("removed the half-written checkpoint of an interrupted run")
-        held_out = ("a slab of each pair" if val_pairs[0].slab else
-                    f"cases {sorted({p.case for p in val_pairs})}")
+        val = self.val_pairs
+        held_out = ("a slab of each pair" if val[0].slab else
+                    f"cases {sorted({p.case for p in val})}")
         log.info("RegNet %s: %d parameters; %d train / %d validation pairs (%s held out)",
-                 config.network.name, count_parameters(model), len(train_pairs),
-                 len(val_pairs), held_out)
-    dense = config.network.name in DENSE
-    val_centres = None
-    if main_rank and dense:
-        log.info("validation: dense over the %d whole validation pair(s)", len(val_pairs))
-    elif main_rank:
-        val_centres = draw_validation_centres(val_pairs, sampling, seed, tcfg.val_max_patches)
-        log.info("validation: %d patches from %d pair(s) (bounded by training.val_max_patches"
-                 " = %d)", sum(len(c) for c, _ in val_centres), len(val_pairs),
-                 tcfg.val_max_patches)
-    writer = None
-    if main_rank:
-        from torch.utils.tensorboard import SummaryWriter
+                 config.network.name, count_parameters(self.model), len(self.train_pairs),
+                 len(val), held_out)
+        if self.dense:
+            log.info("validation: dense over the %d whole validation pair(s)", len(val))
+        else:
+            limit = config.training.val_max_patches
+            self.val_centres = draw_validation_centres(val, config.sampling, self.seed, limit)
+            log.info("validation: %d patches from %d pair(s) (bounded by training."
+                     "val_max_patches = %d)", sum(len(c) for c, _ in self.val_centres),
+                     len(val), limit)
+        from torch.utils.tensorboard import SummaryWriter  # a slow import: only when training
 
-        writer = SummaryWriter(str(out / "tensorboard"), purge_step=start or None)
+        self.writer = SummaryWriter(str(self.out / "tensorboard"),
+                                    purge_step=self.start_step or None)
 
-    def checkpoint(path: Path, step: int) -> None:
+    def checkpoint(self, path: Path) -> None:
         save_checkpoint(path, {
-            "config": config.to_dict(), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-            "step": step, "best": best, "seed": seed, "spacing_mm": spacing_mm,
-            "intensity_p1_p99": intensity,
-            "val_cases": sorted({p.case for p in val_pairs})})
+            "config": self.config.to_dict(), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+            "step": self.step, "best": self.best, "seed": self.seed,
+            "spacing_mm": self.spacing_mm, "intensity_p1_p99": self.intensity,
+            "val_cases": sorted({p.case for p in self.val_pairs})})
 
-    def validate_and_keep_best(step: int) -> dict:
-        nonlocal best
+    def validate_and_keep_best(self) -> dict:
         t_val = time.perf_counter()
-        result = (validate_dense(model, val_pairs, sampling, dev) if dense else
-                  validate(model, val_pairs, val_centres, sampling, dev))
+        sampling = self.config.sampling
+        result = (validate_dense(self.model, self.val_pairs, sampling, self.dev) if self.dense
+                  else validate(self.model, self.val_pairs, self.val_centres, sampling,
+                                self.dev))
         for key, value in result.items():
             if key != "samples":
-                writer.add_scalar(f"val/{key}", value, step)
-        if result["epe"] < best:
-            best = result["epe"]
-            checkpoint(out / "best.pt", step)
+                self.writer.add_scalar(f"val/{key}", value, self.step)
+        if result["epe"] < self.best:
+            self.best = result["epe"]
+            self.checkpoint(self.out / "best.pt")
         log.info("step %d: validation EPE %.3f mm (identity %.3f mm), %d patches in %.0f s",
-                 step, result["epe"], result["epe_identity"], result["samples"],
+                 self.step, result["epe"], result["epe_identity"], result["samples"],
                  time.perf_counter() - t_val)
         return result
 
-    stream_args = (train_pairs, sampling, tcfg.batch_size, seed, start, rank,
-                   tcfg.augment_flips, tcfg.augment_permute, tcfg.intensity_augmentation())
-    stream = (CropStream(*stream_args, crop=config.network.crop) if dense
-              else PatchStream(*stream_args))
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=tcfg.num_workers,
-                                         prefetch_factor=4 if tcfg.num_workers else None,
-                                         pin_memory=dev.type == "cuda")
-    dtype = torch.bfloat16 if dev.type == "cuda" else inference_dtype(dev, tcfg.precision)
-    autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
-    wait_s = compute_s = 0.0
-    losses, last_val = [], {}
-    step, out_of_time = start, False
-    t_start = time.perf_counter()
-    bar = tqdm(total=tcfg.steps, initial=start, desc="train", unit="step", disable=not main_rank)
-    batches = iter(loader)
-    net.train()
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():  # SIGTERM saves like Ctrl-C
-        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        while step < tcfg.steps:
-            progress = step / max(tcfg.steps, 1)
-            if max_minutes:
-                progress = max(progress, (time.perf_counter() - t_start) / (60 * max_minutes))
-                if _all_ranks_agree(progress >= 1.0, world, dev):
-                    out_of_time = True
-                    break
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(tcfg.lr, tcfg.lr_schedule, progress)
-            t0 = time.perf_counter()
-            batch = next(batches)
-            t1 = time.perf_counter()
-            loss = step_loss(net, batch, dense, dev, layout, autocast)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            wait_s += t1 - t0
-            compute_s += time.perf_counter() - t1
-            bar.update(1)
-            if main_rank and step % tcfg.log_every == 0:
-                writer.add_scalar("train/loss", float(np.mean(losses[-tcfg.log_every:])), step)
-                writer.add_scalar("train/data_wait_share", wait_s / (wait_s + compute_s), step)
-                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-                bar.set_postfix(loss=f"{np.mean(losses[-tcfg.log_every:]):.3f}")
-            if main_rank and (step % tcfg.val_every == 0 or step == tcfg.steps):
-                last_val = validate_and_keep_best(step)
-            if main_rank and (step % tcfg.checkpoint_every == 0 or step == tcfg.steps):
-                checkpoint(last_path, step)
-        if main_rank and out_of_time:
-            log.info("--max-minutes %g reached at step %d", max_minutes, step)
-            last_val = validate_and_keep_best(step)
-            checkpoint(last_path, step)
-    except KeyboardInterrupt:
+    def batches(self) -> torch.utils.data.DataLoader:
+        """The training batches from the run's step on: patches, or crops for a dense
+        network, read ahead by ``training.num_workers`` processes."""
+        tcfg = self.config.training
+        stream_args = (self.train_pairs, self.config.sampling, tcfg.batch_size, self.seed,
+                       self.start_step, self.rank, tcfg.augment_flips, tcfg.augment_permute,
+                       tcfg.intensity_augmentation())
+        stream = (CropStream(*stream_args, crop=self.config.network.crop) if self.dense
+                  else PatchStream(*stream_args))
+        return torch.utils.data.DataLoader(
+            stream, batch_size=None, num_workers=tcfg.num_workers,
+            prefetch_factor=4 if tcfg.num_workers else None,
+            pin_memory=self.dev.type == "cuda")
+
+    def loop(self, max_minutes: float | None) -> dict:
+        """Train to ``training.steps`` (or ``max_minutes``); Ctrl-C or SIGTERM saves
+        ``last.pt`` and re-raises. Returns the summary."""
+        tcfg, dev, main_rank = self.config.training, self.dev, self.main_rank
+        last_path = self.out / "last.pt"
+        dtype = torch.bfloat16 if dev.type == "cuda" else inference_dtype(dev, tcfg.precision)
+        autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
+        wait_s = compute_s = 0.0
+        losses, last_val = [], {}
+        out_of_time = False
+        t_start = time.perf_counter()
+        bar = tqdm(total=tcfg.steps, initial=self.step, desc="train", unit="step",
+                   disable=not main_rank)
+        batches = iter(self.batches())
+        self.net.train()
+        previous_handler = None
+        if threading.current_thread() is threading.main_thread():  # SIGTERM saves like Ctrl-C
+            previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            while self.step < tcfg.steps:
+                progress = self.step / max(tcfg.steps, 1)
+                if max_minutes:
+                    progress = max(progress,
+                                   (time.perf_counter() - t_start) / (60 * max_minutes))
+                    if _all_ranks_agree(progress >= 1.0, self.world, dev):
+                        out_of_time = True
+                        break
+                for group in self.optimizer.param_groups:
+                    group["lr"] = learning_rate(tcfg.lr, tcfg.lr_schedule, progress)
+                t0 = time.perf_counter()
+                batch = next(batches)
+                t1 = time.perf_counter()
+                loss = step_loss(self.net, batch, self.dense, dev, self.layout, autocast)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                losses.append(float(loss.detach()))
+                self.step += 1
+                wait_s += t1 - t0
+                compute_s += time.perf_counter() - t1
+                bar.update(1)
+                step = self.step
+                if main_rank and step % tcfg.log_every == 0:
+                    recent = float(np.mean(losses[-tcfg.log_every:]))
+                    self.writer.add_scalar("train/loss", recent, step)
+                    self.writer.add_scalar("train/data_wait_share",
+                                           wait_s / (wait_s + compute_s), step)
+                    self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"],
+                                           step)
+                    bar.set_postfix(loss=f"{recent:.3f}")
+                if main_rank and (step % tcfg.val_every == 0 or step == tcfg.steps):
+                    last_val = self.validate_and_keep_best()
+                if main_rank and (step % tcfg.checkpoint_every == 0 or step == tcfg.steps):
+                    self.checkpoint(last_path)
+            if main_rank and out_of_time:
+                log.info("--max-minutes %g reached at step %d", max_minutes, self.step)
+                last_val = self.validate_and_keep_best()
+                self.checkpoint(last_path)
+        except KeyboardInterrupt:
+            if main_rank:
+                self.checkpoint(last_path)
+                log.warning("stopped at step %d; saved %s (continue with --resume)", self.step,
+                            last_path)
+            raise
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+            bar.close()
+            if self.writer:
+                self.writer.close()
+            del batches
+        elapsed = time.perf_counter() - t_start
+        share = wait_s / max(wait_s + compute_s, 1e-9)
+        summary = {"steps": self.step, "started_at": self.start_step,
+                   "seconds": round(elapsed, 1), "data_wait_share": round(share, 3),
+                   "final_train_loss": float(np.mean(losses[-tcfg.log_every:])) if losses
+                   else None, "best_val_epe_mm": self.best, "validation": last_val,
+                   "out": str(self.out)}
         if main_rank:
-            checkpoint(last_path, step)
-            log.warning("stopped at step %d; saved %s (continue with --resume)", step,
-                        last_path)
-        raise
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-        bar.close()
-        if writer:
-            writer.close()
-        del batches
-        if world > 1:
-            dist.destroy_process_group()
-    elapsed = time.perf_counter() - t_start
-    share = wait_s / max(wait_s + compute_s, 1e-9)
-    summary = {"steps": step, "started_at": start, "seconds": round(elapsed, 1),
-               "data_wait_share": round(share, 3),
-               "final_train_loss": float(np.mean(losses[-tcfg.log_every:])) if losses else None,
-               "best_val_epe_mm": best, "validation": last_val, "out": str(out)}
-    if main_rank:
-        log.info("trained %d steps in %.0f s; data wait %.0f%%; best validation EPE %.3f mm",
-                 step - start, elapsed, 100 * share, best)
-    return summary
+            log.info("trained %d steps in %.0f s; data wait %.0f%%; best validation EPE "
+                     "%.3f mm", self.step - self.start_step, elapsed, 100 * share, self.best)
+        return summary
