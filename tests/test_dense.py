@@ -1,4 +1,5 @@
-"""The dense network (U-Net), its training crops, multi-stage configs and model files."""
+"""The dense networks (U-Net, cost volume), their training crops, multi-stage configs and model
+files."""
 
 import csv
 import dataclasses
@@ -14,6 +15,7 @@ from regnet.inference.dense import mirror_sets, predict_field
 from regnet.inference.models import load_model
 from regnet.inference.stages import stage_plan
 from regnet.network.checkpoint import save_checkpoint, save_multistage
+from regnet.network.corrnet import CorrNet
 from regnet.network.unet import UNet, predict_whole, upsample
 from regnet.sampling.crops import crop_box, cut_crops, flip_permute_field
 from regnet.sampling.stream import LoadedPair, load_pair
@@ -139,8 +141,42 @@ def dense_config_2d(**training):
     return config_from_dict(values)
 
 
-@pytest.mark.parametrize("norm", ["batch", "group"])
-def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, norm):
+def test_cost_volume_finds_where_the_fixed_feature_sits_in_the_moving_image():
+    """fixed(x) = moving(x + u): a feature at p in the fixed image and at p + (1, -2) (array
+    axes) in the moving one peaks at that offset; the expected offset of a sharp softmax is
+    (x, y) = (-2, 1) quarter cells, 4 * 2 mm each."""
+    net = CorrNet(dim=2, radius=2)
+    fixed, moving = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    fixed[0, 0, 3, 4] = moving[0, 0, 4, 2] = 1.0
+    cost = net.cost_volume(fixed, moving)
+    assert cost.shape == (1, 25, 8, 8)
+    best = net.offsets[cost[0, :, 3, 4].argmax()]
+    assert best.tolist() == [1.0, -2.0]
+    weights = torch.softmax(cost[0, :, 3, 4] * 100, 0)
+    offset = (weights[:, None] * net.offsets).sum(0).flip(0) * 4 * 2.0
+    assert torch.allclose(offset, torch.tensor([-16.0, 8.0]), atol=1e-3)
+
+
+def test_corrnet_shapes_spacing_and_whole_image_prediction():
+    net = CorrNet(dim=3, width=0.5)
+    pair = torch.randn(2, 2, 32, 24, 16)
+    assert net(pair).shape == (2, 3, 16, 12, 8)
+    assert net.dense(pair).shape == (2, 3, 32, 24, 16)
+    net.eval()
+    with torch.no_grad():
+        one = net.dense(pair)
+        net.voxel_mm.fill_(2.0)  # the same offsets, twice the mm, refinement aside
+        net.refine[-1].weight.zero_()
+        a = net.dense(pair)
+        net.voxel_mm.fill_(1.0)
+        b = net.dense(pair)
+    assert torch.allclose(a, 2 * b, atol=1e-5) and one.shape == a.shape
+    assert CorrNet(dim=2).dense(torch.randn(1, 2, 20, 12)).shape == (1, 2, 20, 12)
+
+
+@pytest.mark.parametrize("name,norm", [("unet", "batch"), ("unet", "group"),
+                                       ("corrnet", "group")])
+def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, name, norm):
     from regnet.sampling.stream import read_manifests
 
     config = dense_config_2d()
@@ -149,7 +185,8 @@ def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, norm):
     centres = np.array([[s // 2 for s in p.fixed.shape] for p in loaded])
     batch = cut_crops(loaded, np.arange(2), centres, np.zeros(2), 48)
     torch.manual_seed(0)
-    net = UNet(dim=2, width=0.5, norm=norm)
+    net = (UNet(dim=2, width=0.5, norm=norm) if name == "unet" else
+           CorrNet(dim=2, width=0.5, norm=norm))
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):

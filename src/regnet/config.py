@@ -132,8 +132,9 @@ class NetworkConfig:
     name: str = "regnet_multi"
     dim: int = 3
     width: float = 1.0  # multiplies every layer's filter count (1.0 = the seed's Figure 1)
-    crop: int = 64  # dense networks (unet): training crop edge in voxels, a multiple of 16
-    norm: str = "batch"  # dense networks (unet): "batch", "instance", "group" or "none"
+    crop: int = 64  # dense networks: training crop edge in voxels, a multiple of 16
+    norm: str = "batch"  # dense networks: "batch", "instance", "group" or "none"
+    radius: int = 3  # corrnet: the cost volume's reach, in quarter-resolution cells per axis
 
     def validate(self, where="network") -> None:
         if self.dim not in (2, 3) or not 0 < self.width <= 8:
@@ -141,9 +142,12 @@ class NetworkConfig:
                               f"{self.dim}, width {self.width}")
         if self.crop < 16 or self.crop % 16:
             raise bad_setting(where, f"crop must be a multiple of 16, got {self.crop}")
-        if self.norm not in NORMS or (self.norm != "batch" and self.name != "unet"):
+        dense = self.name in ("unet", "corrnet")
+        if self.norm not in NORMS or (self.norm != "batch" and not dense):
             raise bad_setting(where, f"norm must be one of {NORMS} (other than 'batch' only "
-                              f"for unet), got {self.norm!r} for {self.name!r}")
+                              f"for unet and corrnet), got {self.norm!r} for {self.name!r}")
+        if not 1 <= self.radius <= 6:
+            raise bad_setting(where, f"radius must be 1..6 cells, got {self.radius}")
 
 
 @dataclass(frozen=True)

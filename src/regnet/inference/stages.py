@@ -11,14 +11,12 @@ wider neighbourhood in mm and so recovers larger motion; the finest stage refine
 The guard: a stage is kept only when it raises the magnitude of the normalised
 cross-correlation (NCC) between the fixed and the warped moving image on its own grid. (The
 magnitude: where the images' contrasts are inverted, say a T1 against a T2 image, the NCC is
-negative, and a network that scrambles the moving image takes it towards 0; on the demo's MR
-head against its own negative, the plain NCC let every stage through, 36 mm of error where the
-identity has 3.) A network that does not understand the
-images (say a CT model on brain MR) then cannot compound its errors over the stages, and a
-result is never worse than identity by this measure. ``chain="auto"`` judges the coarser
-stages by the outcome instead: the chain's result on the finest grid against the finest stage
-alone, or against the identity (:func:`run_stages`). Each stage's NCC before and after and
-whether it was kept go into the summary.
+negative, and a network that scrambles the moving image takes it towards 0.) A network that
+does not understand the images (say a CT model on brain MR) then cannot compound its errors
+over the stages, and a result is never worse than identity by this measure. ``chain="auto"``
+judges the coarser stages by the outcome instead: the chain's result on the finest grid
+against the finest stage alone, or against the identity (:func:`run_stages`). Each stage's
+NCC before and after and whether it was kept go into the summary.
 
 An optional global pre-alignment ``A`` (rigid or affine, SimpleITK's multi-resolution
 registration on a coarse grid) comes first: the stages then register the fixed image to

@@ -8,6 +8,7 @@ from torch import nn
 
 from regnet.config import NetworkConfig
 from regnet.errors import UsageError
+from regnet.network.corrnet import CorrNet
 from regnet.network.regnet import RegNet
 from regnet.network.unet import UNet
 
@@ -15,8 +16,9 @@ _REGISTRY: dict[str, Callable[[NetworkConfig], nn.Module]] = {
     "regnet_multi": lambda c: RegNet(dim=c.dim, multi=True, width=c.width),
     "regnet_single": lambda c: RegNet(dim=c.dim, multi=False, width=c.width),
     "unet": lambda c: UNet(dim=c.dim, width=c.width, norm=c.norm),
+    "corrnet": lambda c: CorrNet(dim=c.dim, width=c.width, norm=c.norm, radius=c.radius),
 }
-DENSE = {"unet"}  # networks that predict a whole field (trained on crops, not centre voxels)
+DENSE = {"unet", "corrnet"}  # predict a whole field (trained on crops, not centre voxels)
 
 
 def register_network(name: str, builder: Callable[[NetworkConfig], nn.Module]) -> None:

@@ -33,7 +33,7 @@ def _norm(kind: str, dim: int, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-def _conv(dim: int, cin: int, cout: int, stride: int = 1, norm: str = "batch"
+def conv_block(dim: int, cin: int, cout: int, stride: int = 1, norm: str = "batch"
           ) -> nn.Sequential:
     conv = nn.Conv3d if dim == 3 else nn.Conv2d
     return nn.Sequential(conv(cin, cout, 3, stride, 1, bias=norm != "batch"),
@@ -49,13 +49,13 @@ class UNet(nn.Module):
         super().__init__()
         self.dim = dim
         w = [max(4, round(n * width)) for n in (16, 32, 32, 64, 64)]
-        self.stem = _conv(dim, 2, w[0], norm=norm)
-        self.down = nn.ModuleList(_conv(dim, w[i], w[i + 1], 2, norm) for i in range(LEVELS))
-        self.bottom = _conv(dim, w[4], w[4], norm=norm)
+        self.stem = conv_block(dim, 2, w[0], norm=norm)
+        self.down = nn.ModuleList(conv_block(dim, w[i], w[i + 1], 2, norm) for i in range(LEVELS))
+        self.bottom = conv_block(dim, w[4], w[4], norm=norm)
         # decoder from 1/16 back to 1/2, each level joined with the encoder's of that level
-        self.up = nn.ModuleList(_conv(dim, w[i + 1] + w[i], w[i], norm=norm)
+        self.up = nn.ModuleList(conv_block(dim, w[i + 1] + w[i], w[i], norm=norm)
                                 for i in range(LEVELS - 1, 0, -1))
-        self.refine = _conv(dim, w[1], w[1], norm=norm)
+        self.refine = conv_block(dim, w[1], w[1], norm=norm)
         self.out = (nn.Conv3d if dim == 3 else nn.Conv2d)(w[1], dim, 3, 1, 1)
         nn.init.normal_(self.out.weight, std=1e-3)  # start near the zero field
         nn.init.zeros_(self.out.bias)

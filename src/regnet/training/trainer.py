@@ -280,6 +280,8 @@ class _Run:
             self.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
             self.start_step, self.best = int(state["step"]), float(state["best"])
+        if hasattr(self.model, "voxel_mm"):  # a network that converts voxels to mm itself
+            self.model.voxel_mm.fill_(self.spacing_mm)
         self.step = self.start_step
         self.net = (nn.parallel.DistributedDataParallel(self.model) if self.world > 1
                     else self.model)
