@@ -270,6 +270,36 @@ def test_multistage_model_file_round_trip_and_plan(tmp_path):
         stage_plan(load_model(fine, dim=2), drop=(0,))
 
 
+def test_a_loaded_corrnet_stage_predicts_its_direct_forward_pass(tmp_path):
+    """A cost-volume checkpoint keeps its spacing; loaded as a model, its stage prediction is
+    ``dense`` of the edge-padded pair, cropped, to 1e-4 mm, and it registers a pair."""
+    import SimpleITK as sitk
+
+    from regnet.inference.register import register
+
+    torch.manual_seed(0)
+    net = CorrNet(dim=2, width=0.5)
+    net.voxel_mm.fill_(2.0)
+    config = dataclasses.replace(config_2d(), network=dataclasses.replace(
+        config_2d().network, name="corrnet", norm="group", width=0.5))
+    path = tmp_path / "corr.pt"
+    save_checkpoint(path, {"config": config.to_dict(), "model": net.state_dict(),
+                           "spacing_mm": 2.0})
+    loaded = load_model(path, dim=2).network
+    assert float(loaded.voxel_mm) == 2.0
+    rng = np.random.default_rng(0)
+    moving, fixed = (rng.random((40, 36)).astype(np.float32) for _ in range(2))
+    field = predict_field(loaded, "corrnet", moving, fixed, "cpu")
+    padded = np.stack([np.pad(a, [(0, 8), (0, 12)], mode="edge") for a in (moving, fixed)])
+    with torch.no_grad():
+        direct = net.eval().dense(torch.from_numpy(padded[None]))[0, :, :40, :36]
+    assert np.abs(field - direct.permute(1, 2, 0).numpy()).max() < 1e-4
+    image = sitk.GetImageFromArray(fixed)
+    image.SetSpacing((2.0, 2.0))
+    result = register(image, image, str(path), device="cpu", precision="fp32")
+    assert result.dvf_mm.shape == (40, 36, 2) and np.isfinite(result.dvf_mm).all()
+
+
 def test_models_lists_the_shipped_models(capsys):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
