@@ -134,6 +134,30 @@ def test_train_killed_at_random_moments_resumes_to_the_same_checkpoint(dataset_2
         assert not temporaries(out)
 
 
+def test_sigterm_to_the_whole_process_group_saves_the_run(dataset_2d, tmp_path):
+    """A scheduler (or Ctrl-C in a terminal) signals every process of the job, the patch
+    loader's too: the run must still save ``last.pt`` at the step it reached and say so, not
+    fail on a dead loader process."""
+    config = tmp_path / "train.yaml"
+    config.write_text(dump_config(config_2d(steps=100000, checkpoint_every=50, val_every=10**6,
+                                            val_max_patches=60, num_workers=1)))
+    out = tmp_path / "run"
+    process = subprocess.Popen(regnet_cli("train", "--data", dataset_2d, "--config", config,
+                                          "--device", "cpu", "--out", out),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    while not (out / "last.pt").is_file():
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    step = load_checkpoint(out / "last.pt")["step"]
+    assert step >= 50 and f"stopped at step {step}; saved" in stderr, stderr[-500:]
+    assert "DataLoader" not in stderr
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An untrained 2D RegNet checkpoint: enough to run registration end to end."""

@@ -126,6 +126,14 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """A loader process ignores SIGINT and SIGTERM: when a scheduler or a terminal signals the
+    whole process group, the main process saves ``last.pt`` and then shuts the loaders down,
+    instead of failing on a loader that died first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _all_ranks_agree(flag: bool, world: int, dev: torch.device) -> bool:
     """True when any rank says so (every rank stops at the same step under DDP)."""
     if world == 1:
@@ -347,7 +355,8 @@ class _Run:
         return torch.utils.data.DataLoader(
             stream, batch_size=None, num_workers=tcfg.num_workers,
             prefetch_factor=4 if tcfg.num_workers else None,
-            pin_memory=self.dev.type == "cuda")
+            pin_memory=self.dev.type == "cuda",
+            worker_init_fn=_leave_stop_signals_to_the_main_process)
 
     def loop(self, max_minutes: float | None) -> dict:
         """Train to ``training.steps`` (or ``max_minutes``); Ctrl-C or SIGTERM saves
