@@ -1,0 +1,78 @@
+"""One stage's accuracy on generated validation pairs, measured alike for any network.
+
+    python benchmarks/stage_validation.py --pairs runs/dense_ct_2mm/pairs \
+        --config configs/dense_ct_2mm.yaml --models ct_lung_2mm runs/dense_ct_2mm/run/best.pt
+
+The validation pairs are those of the config's ``val_cases``. Each model predicts the whole
+field of each pair in one stage, as a stage of ``regnet register`` does (the seed's patch
+network on its stride-2 lattice, a dense network in one pass; bf16 where the CPU computes it
+natively; no smoothing), and the endpoint error is averaged over the voxels the trainer's
+dense validation counts (every voxel in a magnitude class), by class too. The numbers are
+comparable with the ``val/epe`` that ``regnet train`` logs for a dense network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _env import header  # noqa: E402
+
+from regnet.config import load_config  # noqa: E402
+from regnet.devices import inference_dtype  # noqa: E402
+from regnet.inference.dense import predict_field  # noqa: E402
+from regnet.inference.models import load_model  # noqa: E402
+from regnet.sampling.classes import NO_CLASS  # noqa: E402
+from regnet.sampling.stream import load_pair, read_manifests  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", required=True, help="a folder of `regnet generate`")
+    parser.add_argument("--config", required=True, help="its config (val_cases, classes)")
+    parser.add_argument("--models", nargs="+", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    print(header())
+    config = load_config(args.config)
+    sampling = config.sampling
+    pairs = [p for p in read_manifests([args.pairs], sampling.deformMethod)
+             if p.case in config.training.val_cases]
+    loaded = [load_pair(p, sampling) for p in pairs]
+    bounds = [0.0, *sampling.classBalanced]
+    names = [f"[{a:g}, {b:g})" for a, b in zip(bounds, bounds[1:], strict=False)]
+    print(f"# {len(pairs)} validation pairs of {sorted(config.training.val_cases)}\n")
+    print(f"| model | EPE, all (mm) | {' | '.join(names)} | seconds per pair |")
+    print("|---|---|" + "---|" * len(names) + "---|")
+    dtype = inference_dtype(torch.device("cpu"), "auto")
+    rows = {"identity": None, **{m: load_model(m) for m in args.models}}
+    for name, model in rows.items():
+        err_sum, counts, seconds = np.zeros(len(names)), np.zeros(len(names)), 0.0
+        for pair in loaded:
+            t0 = time.perf_counter()
+            if model is None:
+                dvf = np.zeros_like(pair.dvf_mm)
+            else:
+                s = model.config.sampling
+                dvf = predict_field(model.network, model.config.network.name, pair.moving,
+                                    pair.fixed, "cpu", multi=s.Resolution == "multi", R=s.R,
+                                    Rlow=s.Rlow, dtype=dtype)
+            seconds += time.perf_counter() - t0
+            inside = pair.classes != NO_CLASS
+            err = np.linalg.norm(dvf - pair.dvf_mm, axis=-1)[inside]
+            np.add.at(err_sum, pair.classes[inside], err)
+            np.add.at(counts, pair.classes[inside], 1)
+        by_class = " | ".join(f"{e / max(c, 1):.3f}" for e, c in zip(err_sum, counts,
+                                                                    strict=True))
+        print(f"| {name} | {err_sum.sum() / counts.sum():.3f} | {by_class} | "
+              f"{seconds / len(loaded):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
