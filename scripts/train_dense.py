@@ -1,8 +1,9 @@
 """Train a dense network as a CT stage with one command: the U-Net at 4 mm
-(configs/dense_ct_4mm.yaml) or the cost-volume network at 2 mm (configs/dense_ct_2mm.yaml).
+(configs/dense_ct_4mm.yaml), the cost-volume network at 4 mm (configs/corrnet_ct_4mm.yaml) or
+at 2 mm (configs/dense_ct_2mm.yaml).
 
-    python scripts/train_dense.py [--stage 4mm|2mm] [--data ../shared/data] [--work DIR]
-        [--steps N] [--workers 2] [--device auto] [--plot]
+    python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm] [--data ../shared/data]
+        [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
 except the held-out LIDC-IDRI-0314 and scans too small for a 4 mm patch reach; at 2 mm on
@@ -29,6 +30,7 @@ from recipe import ROOT, recipe_scans  # noqa: E402
 from train_multistage import central_crops  # noqa: E402
 
 STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
+          "4mm-corr": ROOT / "configs" / "corrnet_ct_4mm.yaml",
           "2mm": ROOT / "configs" / "dense_ct_2mm.yaml"}
 REGNET = [sys.executable, "-m", "regnet.cli"]
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
@@ -73,22 +75,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=sorted(STAGES), default="4mm")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--work", help="default: runs/dense_ct_STAGE")
+    parser.add_argument("--work", help="default: runs/ and the config's name")
     parser.add_argument("--steps", type=int, help="override the config's steps")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--plot", action="store_true", help="only write WORK/curve.png")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    work = Path(args.work or ROOT / "runs" / f"dense_ct_{args.stage}")
     config = STAGES[args.stage]
+    work = Path(args.work or ROOT / "runs" / config.stem)
     if args.plot:
         print(plot_curve(work / "run", work / "curve.png"))
         return
     work.mkdir(parents=True, exist_ok=True)
     pairs = work / "pairs"
     if not (pairs / "manifest.csv").exists():
-        if args.stage == "4mm":
+        if args.stage.startswith("4mm"):
             scans = training_scans(Path(args.data), 4.0, 2 * 26 + 1)
         else:
             scans = central_crops(recipe_scans("ct_4mm", args.data), work / "crops")

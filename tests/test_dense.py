@@ -15,7 +15,7 @@ from regnet.inference.dense import mirror_sets, predict_field
 from regnet.inference.models import load_model
 from regnet.inference.stages import stage_plan
 from regnet.network.checkpoint import save_checkpoint, save_multistage
-from regnet.network.corrnet import CorrNet
+from regnet.network.corrnet import CorrNet, warp_features
 from regnet.network.unet import UNet, predict_whole, upsample
 from regnet.sampling.crops import crop_box, cut_crops, flip_permute_field
 from regnet.sampling.stream import LoadedPair, load_pair
@@ -157,8 +157,24 @@ def test_cost_volume_finds_where_the_fixed_feature_sits_in_the_moving_image():
     assert torch.allclose(offset, torch.tensor([-16.0, 8.0]), atol=1e-3)
 
 
-def test_corrnet_shapes_spacing_and_whole_image_prediction():
-    net = CorrNet(dim=3, width=0.5)
+def test_warp_features_samples_the_moving_features_at_x_plus_the_field():
+    """A feature equal to its x (column) index, shifted by 1.5 voxels in x, reads x + 1.5;
+    one equal to its y (row) index, shifted by -1 in y, reads y - 1, and 0 beyond the grid."""
+    columns = torch.arange(8.0).repeat(6, 1)[None, None]  # (1, 1, 6, 8): value = x
+    field = torch.zeros(1, 2, 6, 8)
+    field[:, 0] = 1.5
+    assert torch.allclose(warp_features(columns, field)[0, 0, 2, :6],
+                          torch.tensor([1.5, 2.5, 3.5, 4.5, 5.5, 6.5]), atol=1e-5)
+    rows = torch.arange(6.0)[:, None].repeat(1, 8)[None, None]  # value = y
+    field = torch.zeros(1, 2, 6, 8)
+    field[:, 1] = -1.0
+    assert torch.allclose(warp_features(rows, field)[0, 0, :, 3],
+                          torch.tensor([0.0, 0, 1, 2, 3, 4]), atol=1e-5)
+
+
+@pytest.mark.parametrize("fine_radius", [0, 1])
+def test_corrnet_shapes_spacing_and_whole_image_prediction(fine_radius):
+    net = CorrNet(dim=3, width=0.5, fine_radius=fine_radius)
     pair = torch.randn(2, 2, 32, 24, 16)
     assert net(pair).shape == (2, 3, 16, 12, 8)
     assert net.dense(pair).shape == (2, 3, 32, 24, 16)
@@ -174,9 +190,10 @@ def test_corrnet_shapes_spacing_and_whole_image_prediction():
     assert CorrNet(dim=2).dense(torch.randn(1, 2, 20, 12)).shape == (1, 2, 20, 12)
 
 
-@pytest.mark.parametrize("name,norm", [("unet", "batch"), ("unet", "group"),
-                                       ("corrnet", "group")])
-def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, name, norm):
+@pytest.mark.parametrize("name,norm,fine_radius", [("unet", "batch", 0), ("unet", "group", 0),
+                                                   ("corrnet", "group", 0),
+                                                   ("corrnet", "group", 2)])
+def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, name, norm, fine_radius):
     from regnet.sampling.stream import read_manifests
 
     config = dense_config_2d()
@@ -186,7 +203,7 @@ def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, name, norm):
     batch = cut_crops(loaded, np.arange(2), centres, np.zeros(2), 48)
     torch.manual_seed(0)
     net = (UNet(dim=2, width=0.5, norm=norm) if name == "unet" else
-           CorrNet(dim=2, width=0.5, norm=norm))
+           CorrNet(dim=2, width=0.5, norm=norm, fine_radius=fine_radius))
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):

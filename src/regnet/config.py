@@ -135,6 +135,7 @@ class NetworkConfig:
     crop: int = 64  # dense networks: training crop edge in voxels, a multiple of 16
     norm: str = "batch"  # dense networks: "batch", "instance", "group" or "none"
     radius: int = 3  # corrnet: the cost volume's reach, in quarter-resolution cells per axis
+    fine_radius: int = 0  # corrnet: a second cost volume at 1/2 after warping (0: none)
 
     def validate(self, where="network") -> None:
         if self.dim not in (2, 3) or not 0 < self.width <= 8:
@@ -148,6 +149,8 @@ class NetworkConfig:
                               f"for unet and corrnet), got {self.norm!r} for {self.name!r}")
         if not 1 <= self.radius <= 6:
             raise bad_setting(where, f"radius must be 1..6 cells, got {self.radius}")
+        if not 0 <= self.fine_radius <= 3:
+            raise bad_setting(where, f"fine_radius must be 0..3 cells, got {self.fine_radius}")
 
 
 @dataclass(frozen=True)

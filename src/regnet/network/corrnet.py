@@ -13,8 +13,11 @@ do:
 3. a softmax over the offsets (learned sharpness) gives the expected offset: a field at 1/4,
    in voxels times 4, converted to mm by ``voxel_mm`` (the training spacing, kept with the
    weights);
-4. upsampled to 1/2 and refined there by three convolutions that see it and both images'
-   1/2 features.
+4. upsampled to 1/2; with ``fine_radius`` > 0, the moving image's 1/2 features are warped
+   by it and a second, local cost volume there (``(2 fine_radius + 1)^dim`` offsets of one
+   half-resolution cell) adds its expected offset, as PWC-Net's coarse-to-fine matching does;
+5. refined at 1/2 by three convolutions that see the field and both images' 1/2 features (the
+   moving image's warped, with ``fine_radius`` > 0).
 
 Like the U-Net it returns the field at the centres of 2x2(x2) blocks, ``(B, dim, *S/2)`` mm
 (x, y(, z)), and :meth:`dense` upsamples it; inputs ``(B, 2, *S)`` (moving, fixed) with
@@ -32,12 +35,32 @@ from torch import nn
 from regnet.network.unet import conv_block, upsample
 
 
+def _offsets(radius: int, dim: int) -> torch.Tensor:
+    """``((2 radius + 1)^dim, dim)`` integer offsets in array-axis order, as floats."""
+    grid = itertools.product(range(-radius, radius + 1), repeat=dim)
+    return torch.tensor(list(grid), dtype=torch.float32)
+
+
+def warp_features(moving: torch.Tensor, field_voxels: torch.Tensor) -> torch.Tensor:
+    """``moving (B, C, *Q)`` sampled (linearly, zero outside) at x + ``field_voxels (B, dim,
+    *Q)``, the field's components x, y(, z) in voxels of ``Q``."""
+    shape = moving.shape[2:]
+    axes = [torch.arange(n, device=moving.device, dtype=torch.float32) for n in shape]
+    base = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], -1)  # x, y(, z) last
+    points = base + torch.movedim(field_voxels.float(), 1, -1)
+    sizes = torch.tensor(shape[::-1], device=moving.device, dtype=torch.float32)
+    grid = (2 * points + 1) / sizes - 1  # align_corners=False
+    return F.grid_sample(moving, grid.to(moving.dtype), mode="bilinear",
+                         padding_mode="zeros", align_corners=False)
+
+
 class CorrNet(nn.Module):
     """forward(pair ``(B, 2, *S)``) -> ``(B, dim, *S/2)`` mm; :meth:`dense` -> ``(B, dim, *S)``."""
 
-    def __init__(self, dim: int = 3, width: float = 1.0, norm: str = "group", radius: int = 3):
+    def __init__(self, dim: int = 3, width: float = 1.0, norm: str = "group", radius: int = 3,
+                 fine_radius: int = 0):
         super().__init__()
-        self.dim, self.radius = dim, radius
+        self.dim, self.radius, self.fine_radius = dim, radius, fine_radius
         w = [max(4, round(n * width)) for n in (16, 24, 32, 24, 32)]
         conv = nn.Conv3d if dim == 3 else nn.Conv2d
         self.features_half = nn.Sequential(conv_block(dim, 1, w[0], norm=norm),
@@ -51,17 +74,22 @@ class CorrNet(nn.Module):
                                     conv(w[4], dim, 3, 1, 1))
         nn.init.normal_(self.refine[-1].weight, std=1e-3)  # start at the cost volume's field
         nn.init.zeros_(self.refine[-1].bias)
-        offsets = list(itertools.product(range(-radius, radius + 1), repeat=dim))
-        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.float32))
+        self.register_buffer("offsets", _offsets(radius, dim))
+        if fine_radius:
+            self.features_fine = conv(w[1], w[3], 1)
+            self.fine_sharpness = nn.Parameter(torch.tensor(10.0))
+            self.register_buffer("fine_offsets", _offsets(fine_radius, dim))
         self.register_buffer("voxel_mm", torch.tensor(1.0))  # the training spacing
 
-    def cost_volume(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    def cost_volume(self, fixed: torch.Tensor, moving: torch.Tensor,
+                    fine: bool = False) -> torch.Tensor:
         """``(B, C, *Q)`` features -> ``(B, K, *Q)``: fixed(x) . moving(x + offset_k), offsets in
-        array-axis order, the moving features zero beyond their grid."""
-        r, shape = self.radius, fixed.shape[2:]
+        array-axis order (``fine_offsets`` with ``fine``), the moving features zero beyond
+        their grid."""
+        r, shape = (self.fine_radius if fine else self.radius), fixed.shape[2:]
         padded = F.pad(moving, [r] * (2 * self.dim))
         costs = []
-        for offset in self.offsets.long().tolist():
+        for offset in (self.fine_offsets if fine else self.offsets).long().tolist():
             window = tuple(slice(r + o, r + o + n) for o, n in zip(offset, shape, strict=True))
             costs.append((fixed * padded[(slice(None), slice(None), *window)]).sum(1))
         return torch.stack(costs, 1)
@@ -77,7 +105,15 @@ class CorrNet(nn.Module):
         field = offset.flip(1) * scale  # components x, y(, z), mm
         mode = "trilinear" if self.dim == 3 else "bilinear"
         field = F.interpolate(field, size=half.shape[2:], mode=mode, align_corners=False)
-        features = torch.cat([field / scale, half[:b], half[b:]], 1)
+        moving_half = half[:b]
+        if self.fine_radius:
+            moving_half = warp_features(moving_half, field / (2 * self.voxel_mm))
+            fine = F.normalize(self.features_fine(torch.cat([moving_half, half[b:]])), dim=1)
+            cost = self.cost_volume(fine[b:].float(), fine[:b].float(), fine=True)
+            weights = torch.softmax(cost * self.fine_sharpness, 1)
+            offset = torch.einsum("bk...,kc->bc...", weights, self.fine_offsets)
+            field = field + offset.flip(1) * (2 * self.voxel_mm)
+        features = torch.cat([field / scale, moving_half, half[b:]], 1)
         return field + self.refine(features.to(half.dtype)).float()
 
     def dense(self, pair: torch.Tensor) -> torch.Tensor:
