@@ -287,7 +287,8 @@ def test_multistage_model_file_round_trip_and_plan(tmp_path):
         stage_plan(load_model(fine, dim=2), drop=(0,))
 
 
-def test_a_loaded_corrnet_stage_predicts_its_direct_forward_pass(tmp_path):
+@pytest.mark.parametrize("fine_radius", [0, 2])
+def test_a_loaded_corrnet_stage_predicts_its_direct_forward_pass(tmp_path, fine_radius):
     """A cost-volume checkpoint keeps its spacing; loaded as a model, its stage prediction is
     ``dense`` of the edge-padded pair, cropped, to 1e-4 mm, and it registers a pair."""
     import SimpleITK as sitk
@@ -295,10 +296,10 @@ def test_a_loaded_corrnet_stage_predicts_its_direct_forward_pass(tmp_path):
     from regnet.inference.register import register
 
     torch.manual_seed(0)
-    net = CorrNet(dim=2, width=0.5)
+    net = CorrNet(dim=2, width=0.5, fine_radius=fine_radius)
     net.voxel_mm.fill_(2.0)
     config = dataclasses.replace(config_2d(), network=dataclasses.replace(
-        config_2d().network, name="corrnet", norm="group", width=0.5))
+        config_2d().network, name="corrnet", norm="group", width=0.5, fine_radius=fine_radius))
     path = tmp_path / "corr.pt"
     save_checkpoint(path, {"config": config.to_dict(), "model": net.state_dict(),
                            "spacing_mm": 2.0})
@@ -389,6 +390,30 @@ def test_init_loads_weights_and_refuses_another_network(tmp_path):
     other = dataclasses.replace(config, network=dataclasses.replace(config.network, width=1.0))
     with pytest.raises(UsageError, match="differs from the config's"):
         start_weights(build_network(other.network), tmp_path / "s.pt", other)
+
+
+def test_init_adds_a_fine_cost_volume_to_a_corrnet_without_one(tmp_path):
+    """Every weight of the source is copied; the fine cost volume's start as built; the
+    reverse (dropping it) is refused."""
+    from regnet.network import build_network
+    from regnet.training.trainer import start_weights
+
+    base = dataclasses.replace(config_2d(), network=dataclasses.replace(
+        config_2d().network, name="corrnet", norm="group", width=0.5))
+    grown = dataclasses.replace(base, network=dataclasses.replace(base.network, fine_radius=1))
+    torch.manual_seed(0)
+    source = build_network(base.network)
+    save_checkpoint(tmp_path / "s.pt", {"config": base.to_dict(),
+                                        "model": source.state_dict(), "spacing_mm": 1.0})
+    target = build_network(grown.network)
+    start_weights(target, tmp_path / "s.pt", grown)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key])
+    assert target.fine_offsets.shape == (9, 2)
+    save_checkpoint(tmp_path / "g.pt", {"config": grown.to_dict(),
+                                        "model": target.state_dict(), "spacing_mm": 1.0})
+    with pytest.raises(UsageError, match="differs from the config's"):
+        start_weights(build_network(base.network), tmp_path / "g.pt", base)
 
 
 def test_shipped_stages_are_referred_to_not_copied(tmp_path):

@@ -156,17 +156,22 @@ def learning_rate(base_lr: float, schedule: str, progress: float) -> float:
 
 
 def start_weights(model: nn.Module, init, config: Config) -> None:
-    """Load the weights of a checkpoint or shipped model into ``model`` (``--init``)."""
+    """Load the weights of a checkpoint or shipped model into ``model`` (``--init``): the same
+    network, or a corrnet without the fine cost volume that ``model`` adds (which starts new)."""
     path, _ = resolve_model(init)
     payload = load_checkpoint(path)
     if "stages" in payload:
         raise fail(path, "is a multi-stage model; --init takes one stage's checkpoint")
     source, source_config = model_from_checkpoint(payload, str(path))
-    if source_config.network != config.network:
-        raise UsageError(f"--init {init}: its network {source_config.network} differs from the "
-                         f"config's {config.network}")
-    model.load_state_dict(source.state_dict())
-    log.info("starting from the weights of %s", path)
+    ours, theirs = config.network, source_config.network
+    grows = theirs.fine_radius == 0 and dataclasses.replace(  # a fine cost volume added
+        theirs, fine_radius=ours.fine_radius) == ours
+    if theirs != ours and not grows:
+        raise UsageError(f"--init {init}: its network {theirs} differs from the config's "
+                         f"{ours}")
+    missing = model.load_state_dict(source.state_dict(), strict=False).missing_keys
+    log.info("starting from the weights of %s%s", path,
+             f" (new: {', '.join(missing)})" if missing else "")
 
 
 def step_loss(net: nn.Module, batch, dense: bool, dev, layout, autocast) -> torch.Tensor:
