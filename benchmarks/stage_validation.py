@@ -8,7 +8,9 @@ field of each pair in one stage, as a stage of ``regnet register`` does (the see
 network on its stride-2 lattice, a dense network in one pass; bf16 where the CPU computes it
 natively; no smoothing), and the endpoint error is averaged over the voxels the trainer's
 dense validation counts (every voxel in a magnitude class), by class too. The numbers are
-comparable with the ``val/epe`` that ``regnet train`` logs for a dense network.
+comparable with the ``val/epe`` that ``regnet train`` logs for a dense network. A multi-stage
+model (``regnet models --pack``) registers each pair as ``regnet register`` does, with its
+guard and smoothing: a chain of stages judged alike.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,6 +31,7 @@ from regnet.config import load_config  # noqa: E402
 from regnet.devices import inference_dtype  # noqa: E402
 from regnet.inference.dense import predict_field  # noqa: E402
 from regnet.inference.models import load_model  # noqa: E402
+from regnet.inference.register import register  # noqa: E402
 from regnet.sampling.classes import NO_CLASS  # noqa: E402
 from regnet.sampling.stream import load_pair, read_manifests  # noqa: E402
 
@@ -45,6 +49,7 @@ def main() -> None:
     pairs = [p for p in read_manifests([args.pairs], sampling.deformMethod)
              if p.case in config.training.val_cases]
     loaded = [load_pair(p, sampling) for p in pairs]
+    images = [(sitk.ReadImage(p.fixed), sitk.ReadImage(p.moving)) for p in pairs]
     bounds = [0.0, *sampling.classBalanced]
     names = [f"[{a:g}, {b:g})" for a, b in zip(bounds, bounds[1:], strict=False)]
     print(f"# {len(pairs)} validation pairs of {sorted(config.training.val_cases)}\n")
@@ -54,10 +59,12 @@ def main() -> None:
     rows = {"identity": None, **{m: load_model(m) for m in args.models}}
     for name, model in rows.items():
         err_sum, counts, seconds = np.zeros(len(names)), np.zeros(len(names)), 0.0
-        for pair in loaded:
+        for pair, (fixed, moving) in zip(loaded, images, strict=True):
             t0 = time.perf_counter()
             if model is None:
                 dvf = np.zeros_like(pair.dvf_mm)
+            elif model.stages:
+                dvf = register(fixed, moving, model, device="cpu").dvf_mm
             else:
                 s = model.config.sampling
                 dvf = predict_field(model.network, model.config.network.name, pair.moving,
