@@ -1,8 +1,9 @@
 """Train a dense network as a CT stage with one command: the U-Net at 4 mm
 (configs/dense_ct_4mm.yaml), the cost-volume network at 4 mm (configs/corrnet_ct_4mm.yaml) or
-at 2 mm (configs/dense_ct_2mm.yaml).
+at 2 mm (configs/dense_ct_2mm.yaml), and the 2 mm one grown by a fine cost volume
+(configs/corrnet_ct_2mm_fine.yaml: the 2 mm run's pairs, from its best checkpoint).
 
-    python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm] [--data ../shared/data]
+    python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine] [--data ../shared/data]
         [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
@@ -31,7 +32,9 @@ from train_multistage import central_crops  # noqa: E402
 
 STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
           "4mm-corr": ROOT / "configs" / "corrnet_ct_4mm.yaml",
-          "2mm": ROOT / "configs" / "dense_ct_2mm.yaml"}
+          "2mm": ROOT / "configs" / "dense_ct_2mm.yaml",
+          "2mm-fine": ROOT / "configs" / "corrnet_ct_2mm_fine.yaml"}
+AFTER = {"2mm-fine": "2mm"}  # trains on that stage's pairs, from its best checkpoint
 REGNET = [sys.executable, "-m", "regnet.cli"]
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
 
@@ -84,11 +87,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = STAGES[args.stage]
     work = Path(args.work or ROOT / "runs" / config.stem)
+    before = ROOT / "runs" / STAGES[AFTER[args.stage]].stem if args.stage in AFTER else None
     if args.plot:
         print(plot_curve(work / "run", work / "curve.png"))
         return
     work.mkdir(parents=True, exist_ok=True)
-    pairs = work / "pairs"
+    pairs = before / "pairs" if before else work / "pairs"
     if not (pairs / "manifest.csv").exists():
         if args.stage.startswith("4mm"):
             scans = training_scans(Path(args.data), 4.0, 2 * 26 + 1)
@@ -104,6 +108,8 @@ def main() -> None:
         command += ["--steps", str(args.steps)]
     if (run / "last.pt").exists():
         command.append("--resume")
+    elif before:
+        command += ["--init", str(before / "run" / "best.pt")]
     sys.exit(subprocess.run(command).returncode)  # stopped (Ctrl-C): last.pt resumes it
 
 

@@ -77,7 +77,8 @@ class CorrNet(nn.Module):
         self.register_buffer("offsets", _offsets(radius, dim))
         if fine_radius:
             self.features_fine = conv(w[1], w[3], 1)
-            self.fine_sharpness = nn.Parameter(torch.tensor(10.0))
+            # near-uniform at first: the fine offset starts near 0, at the coarse field
+            self.fine_sharpness = nn.Parameter(torch.tensor(1.0))
             self.register_buffer("fine_offsets", _offsets(fine_radius, dim))
         self.register_buffer("voxel_mm", torch.tensor(1.0))  # the training spacing
 
