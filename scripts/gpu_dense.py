@@ -1,19 +1,21 @@
-"""The cost-volume 4 mm CT stage (configs/corrnet_ct_4mm.yaml) on one GPU, in one script of
-at most ten minutes: pairs, training, validation, and the stage's time at 256x256x160 mm.
+"""A cost-volume CT stage of ``scripts/train_dense.py`` on one GPU, in one script of at most
+ten minutes: pairs, training, validation, and the stage's forward pass at 256x256x160 mm.
 
-    python scripts/gpu_dense.py pack [--data ../shared/data] [--out gpu_scans]
-    python scripts/gpu_dense.py run [--scans gpu_scans] [--work /tmp/regnet-gpu-dense]
-        [--steps N] [--batch-size 32] [--device cuda] [--workers 16]
+    python scripts/gpu_dense.py pack [--stage 2mm|4mm-corr] [--data ../shared/data]
+        [--out gpu_scans]
+    python scripts/gpu_dense.py run [--stage 2mm|4mm-corr] [--scans gpu_scans]
+        [--work /tmp/regnet-gpu-dense] [--steps N] [--batch-size 32] [--device cuda]
+        [--workers 16]
 
-``pack`` runs where the data is: the CTs that ``scripts/train_dense.py --stage 4mm-corr``
-trains on, resampled to the stage's 4 mm (linear, int16), a few MB in all, so that the folder
-can travel to a machine without the data. ``run`` runs on the GPU machine: ``regnet generate``
-(seed 0) on those scans, ``regnet train`` (seed 0; the config with ``--batch-size`` crops a step
-and the config's steps scaled down to see as many crops, unless ``--steps``), then prints the
-run's validation curve (EPE over the 36 whole validation pairs against the identity's) and the
-trained stage's forward pass over a 64x64x40 grid (256x256x160 mm at 4 mm) and over a
-128x128x80 grid (the same at 2 mm): median of 10, bf16. Try it on a CPU first with
-``--device cpu --steps 4``.
+``pack`` runs where the data is: the CTs that ``scripts/train_dense.py --stage STAGE`` trains
+on (for ``2mm``, their central crops), resampled to the stage's spacing (linear, int16), a few
+MB in all, so that the folder can travel to a machine without the data. ``run`` runs on the
+GPU machine: ``regnet generate`` (seed 0) on those scans, ``regnet train`` (seed 0; the config
+with ``--batch-size`` crops a step and its steps scaled down to see as many crops, unless
+``--steps``), then prints the run's validation curve (EPE over the whole validation pairs
+against the identity's) and the trained stage's forward pass over a 64x64x40 and a
+128x128x80 grid (256x256x160 mm at 4 and at 2 mm): median of 10, bf16. Try it on a CPU first
+with ``--device cpu --steps 4``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -31,26 +34,36 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recipe import ROOT  # noqa: E402
+from recipe import (
+    ROOT,  # noqa: E402
+    recipe_scans,  # noqa: E402
+)
 from train_dense import STAGES, training_scans  # noqa: E402
+from train_multistage import central_crops  # noqa: E402
 
 from regnet.inference.models import load_model  # noqa: E402
 from regnet.io.images import resample_isotropic, write_image  # noqa: E402
 from regnet.synthesis.generate import case_name  # noqa: E402
 
-CONFIG = STAGES["4mm-corr"]
 REGNET = [sys.executable, "-m", "regnet.cli"]
 
 
-def pack(data: Path, out: Path) -> None:
+def pack(stage: str, data: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    spacing_mm = yaml.safe_load(CONFIG.read_text())["synthesis"]["spacing_mm"]
-    for scan in training_scans(data, spacing_mm, 2 * 26 + 1):
+    spacing_mm = yaml.safe_load(STAGES[stage].read_text())["synthesis"]["spacing_mm"]
+    if stage == "2mm":
+        scans = central_crops(recipe_scans("ct_4mm", str(data)), out / "crops")
+    else:
+        scans = training_scans(data, spacing_mm, 2 * 26 + 1)
+    for scan in scans:
         image = resample_isotropic(sitk.ReadImage(scan), spacing_mm)
         write_image(sitk.Cast(sitk.Round(image), sitk.sitkInt16),
                     out / f"{case_name(scan)}.nii.gz")
-    size_mb = sum(f.stat().st_size for f in out.iterdir()) / 2**20
-    print(f"pack: {len(list(out.iterdir()))} scans at {spacing_mm} mm in {out} ({size_mb:.1f} MB)")
+    if stage == "2mm":
+        shutil.rmtree(out / "crops")
+    packed = list(out.glob("*.nii.gz"))
+    size_mb = sum(f.stat().st_size for f in packed) / 2**20
+    print(f"pack: {len(packed)} scans at {spacing_mm} mm in {out} ({size_mb:.1f} MB)")
 
 
 def forward_seconds(model, shape: tuple[int, ...], device: torch.device) -> float:
@@ -70,15 +83,17 @@ def forward_seconds(model, shape: tuple[int, ...], device: torch.device) -> floa
 
 
 def run(args) -> None:
+    config_path = STAGES[args.stage]
     work = Path(args.work)
     t0 = time.perf_counter()
     pairs = work / "pairs"
     scans = sorted(str(p) for p in Path(args.scans).glob("*.nii.gz"))
     if not (pairs / "manifest.csv").exists():
-        subprocess.run([*REGNET, "generate", "--images", *scans, "--out", str(pairs), "--config",
-                        str(CONFIG), "--seed", "0", "--workers", str(args.workers)], check=True)
+        subprocess.run([*REGNET, "generate", "--images", *scans, "--out", str(pairs),
+                        "--config", str(config_path), "--seed", "0", "--workers",
+                        str(args.workers)], check=True)
     t_pairs = time.perf_counter() - t0
-    config = yaml.safe_load(CONFIG.read_text())
+    config = yaml.safe_load(config_path.read_text())
     crops = config["training"]["steps"] * config["training"]["batch_size"]
     steps = args.steps or crops // args.batch_size
     config["training"].update(batch_size=args.batch_size, num_workers=min(args.workers, 8),
@@ -116,9 +131,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack")
+    p.add_argument("--stage", choices=["2mm", "4mm-corr"], default="2mm")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--out", default="gpu_scans")
     p = sub.add_parser("run")
+    p.add_argument("--stage", choices=["2mm", "4mm-corr"], default="2mm")
     p.add_argument("--scans", default="gpu_scans")
     p.add_argument("--work", default="/tmp/regnet-gpu-dense")
     p.add_argument("--steps", type=int)
@@ -128,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "pack":
-        pack(Path(args.data), Path(args.out))
+        pack(args.stage, Path(args.data), Path(args.out))
     else:
         run(args)
 
