@@ -375,45 +375,43 @@ def test_residuals_command_writes_trainable_pairs(dataset_2d, trained_2d, tmp_pa
     assert len(read_manifests([tmp_path / "some"])) == len(rows) // 2
 
 
-def test_init_loads_weights_and_refuses_another_network(tmp_path):
+def init_from(path, source_config, target_config):
+    """Save a network built from ``source_config`` at ``path`` and start one built from
+    ``target_config`` from it (``--init``); returns both."""
     from regnet.network import build_network
     from regnet.training.trainer import start_weights
 
+    torch.manual_seed(0)
+    source = build_network(source_config.network)
+    save_checkpoint(path, {"config": source_config.to_dict(), "model": source.state_dict(),
+                           "spacing_mm": 1.0})
+    target = build_network(target_config.network)
+    start_weights(target, path, target_config)
+    return source, target
+
+
+def test_init_loads_weights_and_refuses_another_network(tmp_path):
     config = config_2d()
-    source = build_network(config.network)
-    save_checkpoint(tmp_path / "s.pt", {"config": config.to_dict(),
-                                        "model": source.state_dict(), "spacing_mm": 1.0})
-    target = build_network(config.network)
-    start_weights(target, tmp_path / "s.pt", config)
+    source, target = init_from(tmp_path / "s.pt", config, config)
     for key, value in source.state_dict().items():
         assert torch.equal(value, target.state_dict()[key])
     other = dataclasses.replace(config, network=dataclasses.replace(config.network, width=1.0))
     with pytest.raises(UsageError, match="differs from the config's"):
-        start_weights(build_network(other.network), tmp_path / "s.pt", other)
+        init_from(tmp_path / "o.pt", config, other)
 
 
 def test_init_adds_a_fine_cost_volume_to_a_corrnet_without_one(tmp_path):
-    """Every weight of the source is copied; the fine cost volume's start as built; the
-    reverse (dropping it) is refused."""
-    from regnet.network import build_network
-    from regnet.training.trainer import start_weights
-
+    """Every weight of the source is copied, the fine cost volume is added; the reverse
+    (dropping it) is refused."""
     base = dataclasses.replace(config_2d(), network=dataclasses.replace(
         config_2d().network, name="corrnet", norm="group", width=0.5))
     grown = dataclasses.replace(base, network=dataclasses.replace(base.network, fine_radius=1))
-    torch.manual_seed(0)
-    source = build_network(base.network)
-    save_checkpoint(tmp_path / "s.pt", {"config": base.to_dict(),
-                                        "model": source.state_dict(), "spacing_mm": 1.0})
-    target = build_network(grown.network)
-    start_weights(target, tmp_path / "s.pt", grown)
+    source, target = init_from(tmp_path / "s.pt", base, grown)
     for key, value in source.state_dict().items():
         assert torch.equal(value, target.state_dict()[key])
     assert target.fine_offsets.shape == (9, 2)
-    save_checkpoint(tmp_path / "g.pt", {"config": grown.to_dict(),
-                                        "model": target.state_dict(), "spacing_mm": 1.0})
     with pytest.raises(UsageError, match="differs from the config's"):
-        start_weights(build_network(base.network), tmp_path / "g.pt", base)
+        init_from(tmp_path / "g.pt", grown, base)
 
 
 def test_shipped_stages_are_referred_to_not_copied(tmp_path):
