@@ -83,37 +83,42 @@ class CorrNet(nn.Module):
         self.register_buffer("voxel_mm", torch.tensor(1.0))  # the training spacing
 
     def cost_volume(self, fixed: torch.Tensor, moving: torch.Tensor,
-                    fine: bool = False) -> torch.Tensor:
-        """``(B, C, *Q)`` features -> ``(B, K, *Q)``: fixed(x) . moving(x + offset_k), offsets in
-        array-axis order (``fine_offsets`` with ``fine``), the moving features zero beyond
-        their grid."""
-        r, shape = (self.fine_radius if fine else self.radius), fixed.shape[2:]
+                    offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, C, *Q)`` features -> ``(B, K, *Q)``: fixed(x) . moving(x + offset_k) for the
+        ``(K, dim)`` ``offsets`` in array-axis order (default: the coarse ``offsets``), the
+        moving features zero beyond their grid."""
+        offsets = self.offsets if offsets is None else offsets
+        r, shape = int(offsets.abs().max()), fixed.shape[2:]
         padded = F.pad(moving, [r] * (2 * self.dim))
         costs = []
-        for offset in (self.fine_offsets if fine else self.offsets).long().tolist():
+        for offset in offsets.long().tolist():
             window = tuple(slice(r + o, r + o + n) for o, n in zip(offset, shape, strict=True))
             costs.append((fixed * padded[(slice(None), slice(None), *window)]).sum(1))
         return torch.stack(costs, 1)
+
+    def expected_offset(self, fixed: torch.Tensor, moving: torch.Tensor, offsets: torch.Tensor,
+                        sharpness: torch.Tensor) -> torch.Tensor:
+        """Unit-length ``(B, C, *Q)`` features -> ``(B, dim, *Q)``: the offset (x, y(, z), in
+        cells of ``Q``) expected under the softmax of the sharpened cost volume."""
+        weights = torch.softmax(self.cost_volume(fixed.float(), moving.float(), offsets)
+                                * sharpness, 1)
+        return torch.einsum("bk...,kc->bc...", weights, offsets).flip(1)
 
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
         b = pair.shape[0]
         half = self.features_half(torch.cat([pair[:, :1], pair[:, 1:]]))  # moving, then fixed
         quarter = F.normalize(self.features_quarter(half), dim=1)
-        cost = self.cost_volume(quarter[b:].float(), quarter[:b].float())
-        weights = torch.softmax(cost * self.sharpness, 1)
-        offset = torch.einsum("bk...,kc->bc...", weights, self.offsets)  # array-axis order
         scale = 4 * self.voxel_mm
-        field = offset.flip(1) * scale  # components x, y(, z), mm
+        field = self.expected_offset(quarter[b:], quarter[:b], self.offsets,
+                                     self.sharpness) * scale  # mm
         mode = "trilinear" if self.dim == 3 else "bilinear"
         field = F.interpolate(field, size=half.shape[2:], mode=mode, align_corners=False)
         moving_half = half[:b]
         if self.fine_radius:
             moving_half = warp_features(moving_half, field / (2 * self.voxel_mm))
             fine = F.normalize(self.features_fine(torch.cat([moving_half, half[b:]])), dim=1)
-            cost = self.cost_volume(fine[b:].float(), fine[:b].float(), fine=True)
-            weights = torch.softmax(cost * self.fine_sharpness, 1)
-            offset = torch.einsum("bk...,kc->bc...", weights, self.fine_offsets)
-            field = field + offset.flip(1) * (2 * self.voxel_mm)
+            field = field + self.expected_offset(fine[b:], fine[:b], self.fine_offsets,
+                                                 self.fine_sharpness) * (2 * self.voxel_mm)
         features = torch.cat([field / scale, moving_half, half[b:]], 1)
         return field + self.refine(features.to(half.dtype)).float()
 
