@@ -34,12 +34,8 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recipe import (
-    ROOT,  # noqa: E402
-    recipe_scans,  # noqa: E402
-)
-from train_dense import STAGES, training_scans  # noqa: E402
-from train_multistage import central_crops  # noqa: E402
+from recipe import ROOT  # noqa: E402
+from train_dense import STAGES, stage_scans  # noqa: E402
 
 from regnet.inference.models import load_model  # noqa: E402
 from regnet.io.images import resample_isotropic, write_image  # noqa: E402
@@ -51,16 +47,11 @@ REGNET = [sys.executable, "-m", "regnet.cli"]
 def pack(stage: str, data: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     spacing_mm = yaml.safe_load(STAGES[stage].read_text())["synthesis"]["spacing_mm"]
-    if stage == "2mm":
-        scans = central_crops(recipe_scans("ct_4mm", str(data)), out / "crops")
-    else:
-        scans = training_scans(data, spacing_mm, 2 * 26 + 1)
-    for scan in scans:
+    for scan in stage_scans(stage, data, out / "crops"):
         image = resample_isotropic(sitk.ReadImage(scan), spacing_mm)
         write_image(sitk.Cast(sitk.Round(image), sitk.sitkInt16),
                     out / f"{case_name(scan)}.nii.gz")
-    if stage == "2mm":
-        shutil.rmtree(out / "crops")
+    shutil.rmtree(out / "crops", ignore_errors=True)
     packed = list(out.glob("*.nii.gz"))
     size_mb = sum(f.stat().st_size for f in packed) / 2**20
     print(f"pack: {len(packed)} scans at {spacing_mm} mm in {out} ({size_mb:.1f} MB)")

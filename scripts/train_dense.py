@@ -56,6 +56,15 @@ def training_scans(data: Path, spacing_mm: float, min_voxels: int) -> list[str]:
     return keep
 
 
+def stage_scans(stage: str, data: Path, crops: Path) -> list[str]:
+    """The scans a stage's pairs are made from: at 4 mm every CT that fits
+    (:func:`training_scans`), at 2 mm central crops of the ``ct_4mm`` recipe's CTs, written
+    into ``crops``."""
+    if stage.startswith("4mm"):
+        return training_scans(data, 4.0, 2 * 26 + 1)
+    return central_crops(recipe_scans("ct_4mm", str(data)), crops)
+
+
 def plot_curve(run: Path, out: Path) -> Path:
     """The validation EPE against steps, with the identity's, as a PNG."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -94,10 +103,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     pairs = before / "pairs" if before else work / "pairs"
     if not (pairs / "manifest.csv").exists():
-        if args.stage.startswith("4mm"):
-            scans = training_scans(Path(args.data), 4.0, 2 * 26 + 1)
-        else:
-            scans = central_crops(recipe_scans("ct_4mm", args.data), work / "crops")
+        scans = stage_scans(args.stage, Path(args.data), work / "crops")
         subprocess.run([*REGNET, "generate", "--images", *scans, "--out", str(pairs),
                         "--config", str(config), "--seed", "0", "--workers",
                         str(args.workers)], check=True)
