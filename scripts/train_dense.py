@@ -1,10 +1,11 @@
 """Train a dense network as a CT stage with one command: the U-Net at 4 mm
 (configs/dense_ct_4mm.yaml), the cost-volume network at 4 mm (configs/corrnet_ct_4mm.yaml) or
-at 2 mm (configs/dense_ct_2mm.yaml), and the 2 mm one grown by a fine cost volume
-(configs/corrnet_ct_2mm_fine.yaml: the 2 mm run's pairs, from its best checkpoint).
+at 2 mm (configs/dense_ct_2mm.yaml), the 2 mm one grown by a fine cost volume
+(configs/corrnet_ct_2mm_fine.yaml: the 2 mm run's pairs, from its best checkpoint), and that
+one grown by a refinement at full resolution (configs/corrnet_ct_2mm_full.yaml).
 
-    python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine] [--data ../shared/data]
-        [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
+    python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full]
+        [--data ../shared/data] [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
 except the held-out LIDC-IDRI-0314 and scans too small for a 4 mm patch reach; at 2 mm on
@@ -33,8 +34,9 @@ from train_multistage import central_crops  # noqa: E402
 STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
           "4mm-corr": ROOT / "configs" / "corrnet_ct_4mm.yaml",
           "2mm": ROOT / "configs" / "dense_ct_2mm.yaml",
-          "2mm-fine": ROOT / "configs" / "corrnet_ct_2mm_fine.yaml"}
-AFTER = {"2mm-fine": "2mm"}  # trains on that stage's pairs, from its best checkpoint
+          "2mm-fine": ROOT / "configs" / "corrnet_ct_2mm_fine.yaml",
+          "2mm-full": ROOT / "configs" / "corrnet_ct_2mm_full.yaml"}
+AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine"}  # grows that stage's best checkpoint
 REGNET = [sys.executable, "-m", "regnet.cli"]
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
 
@@ -101,7 +103,10 @@ def main() -> None:
         print(plot_curve(work / "run", work / "curve.png"))
         return
     work.mkdir(parents=True, exist_ok=True)
-    pairs = before / "pairs" if before else work / "pairs"
+    first = args.stage
+    while first in AFTER:  # a grown stage trains on the pairs of the stage it grew from
+        first = AFTER[first]
+    pairs = ROOT / "runs" / STAGES[first].stem / "pairs" if before else work / "pairs"
     if not (pairs / "manifest.csv").exists():
         scans = stage_scans(args.stage, Path(args.data), work / "crops")
         subprocess.run([*REGNET, "generate", "--images", *scans, "--out", str(pairs),

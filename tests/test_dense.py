@@ -172,17 +172,19 @@ def test_warp_features_samples_the_moving_features_at_x_plus_the_field():
                           torch.tensor([0.0, 0, 1, 2, 3, 4]), atol=1e-5)
 
 
-@pytest.mark.parametrize("fine_radius", [0, 1])
-def test_corrnet_shapes_spacing_and_whole_image_prediction(fine_radius):
-    net = CorrNet(dim=3, width=0.5, fine_radius=fine_radius)
+@pytest.mark.parametrize("fine_radius,full_width", [(0, 0), (1, 0), (1, 4)])
+def test_corrnet_shapes_spacing_and_whole_image_prediction(fine_radius, full_width):
+    net = CorrNet(dim=3, width=0.5, fine_radius=fine_radius, full_width=full_width)
     pair = torch.randn(2, 2, 32, 24, 16)
-    assert net(pair).shape == (2, 3, 16, 12, 8)
+    assert net(pair).shape == ((2, 3, 32, 24, 16) if full_width else (2, 3, 16, 12, 8))
     assert net.dense(pair).shape == (2, 3, 32, 24, 16)
     net.eval()
     with torch.no_grad():
         one = net.dense(pair)
-        net.voxel_mm.fill_(2.0)  # the same offsets, twice the mm, refinement aside
+        net.voxel_mm.fill_(2.0)  # the same offsets, twice the mm, refinements aside
         net.refine[-1].weight.zero_()
+        if full_width:
+            net.refine_full[-1].weight.zero_()
         a = net.dense(pair)
         net.voxel_mm.fill_(1.0)
         b = net.dense(pair)
@@ -190,10 +192,29 @@ def test_corrnet_shapes_spacing_and_whole_image_prediction(fine_radius):
     assert CorrNet(dim=2).dense(torch.randn(1, 2, 20, 12)).shape == (1, 2, 20, 12)
 
 
-@pytest.mark.parametrize("name,norm,fine_radius", [("unet", "batch", 0), ("unet", "group", 0),
-                                                   ("corrnet", "group", 0),
-                                                   ("corrnet", "group", 2)])
-def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, name, norm, fine_radius):
+def test_the_full_resolution_level_starts_at_the_half_resolution_field():
+    """Grown by a full-resolution refinement whose last convolution is zero, a corrnet
+    predicts what it predicted without it (the 1/2 field, upsampled); a non-zero one moves
+    the field only where it is told: a bias of (0.5, -1) mm is added at every voxel."""
+    torch.manual_seed(0)
+    half = CorrNet(dim=2, width=0.5, fine_radius=1).eval()
+    full = CorrNet(dim=2, width=0.5, fine_radius=1, full_width=4).eval()
+    full.load_state_dict(half.state_dict(), strict=False)
+    pair = torch.randn(1, 2, 24, 20)
+    with torch.no_grad():
+        full.refine_full[-1].weight.zero_()
+        assert torch.allclose(full.dense(pair), half.dense(pair), atol=1e-6)
+        full.refine_full[-1].bias.copy_(torch.tensor([0.5, -1.0]))
+        shift = full.dense(pair) - half.dense(pair)
+    assert torch.allclose(shift[0, 0], torch.full((24, 20), 0.5), atol=1e-6)
+    assert torch.allclose(shift[0, 1], torch.full((24, 20), -1.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("name,norm,fine_radius,full_width", [
+    ("unet", "batch", 0, 0), ("unet", "group", 0, 0), ("corrnet", "group", 0, 0),
+    ("corrnet", "group", 2, 4)])
+def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, name, norm, fine_radius,
+                                                       full_width):
     from regnet.sampling.stream import read_manifests
 
     config = dense_config_2d()
@@ -203,11 +224,12 @@ def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, name, norm, f
     batch = cut_crops(loaded, np.arange(2), centres, np.zeros(2), 48)
     torch.manual_seed(0)
     net = (UNet(dim=2, width=0.5, norm=norm) if name == "unet" else
-           CorrNet(dim=2, width=0.5, norm=norm, fine_radius=fine_radius))
+           CorrNet(dim=2, width=0.5, norm=norm, fine_radius=fine_radius,
+                   full_width=full_width))
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
-        loss = torch.nn.functional.huber_loss(upsample(net(batch.pair), (48, 48)), batch.target)
+        loss = torch.nn.functional.huber_loss(net.dense(batch.pair), batch.target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -215,12 +237,15 @@ def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, name, norm, f
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_dense_training_runs_validates_and_resumes(dataset_2d, tmp_path):
-    """Ten steps in bf16 (group normalisation), then four more after a resume."""
+@pytest.mark.parametrize("network", [{"name": "unet"},
+                                     {"name": "corrnet", "fine_radius": 1, "full_width": 4}])
+def test_dense_training_runs_validates_and_resumes(dataset_2d, tmp_path, network):
+    """Ten steps in bf16 (group normalisation), then four more after a resume; the
+    cost-volume network with every level too (its field at full resolution)."""
     run = tmp_path / "run"
     config = dense_config_2d(steps=10, val_every=10, precision="bf16")
     config = dataclasses.replace(config, network=dataclasses.replace(config.network,
-                                                                     norm="group"))
+                                                                     norm="group", **network))
     summary = train([dataset_2d], run, config, seed=0)
     assert summary["steps"] == 10 and np.isfinite(summary["validation"]["epe"])
     assert summary["validation"]["epe_identity"] > 0
@@ -287,8 +312,9 @@ def test_multistage_model_file_round_trip_and_plan(tmp_path):
         stage_plan(load_model(fine, dim=2), drop=(0,))
 
 
-@pytest.mark.parametrize("fine_radius", [0, 2])
-def test_a_loaded_corrnet_stage_predicts_its_direct_forward_pass(tmp_path, fine_radius):
+@pytest.mark.parametrize("fine_radius,full_width", [(0, 0), (2, 4)])
+def test_a_loaded_corrnet_stage_predicts_its_direct_forward_pass(tmp_path, fine_radius,
+                                                                 full_width):
     """A cost-volume checkpoint keeps its spacing; loaded as a model, its stage prediction is
     ``dense`` of the edge-padded pair, cropped, to 1e-4 mm, and it registers a pair."""
     import SimpleITK as sitk
@@ -296,10 +322,11 @@ def test_a_loaded_corrnet_stage_predicts_its_direct_forward_pass(tmp_path, fine_
     from regnet.inference.register import register
 
     torch.manual_seed(0)
-    net = CorrNet(dim=2, width=0.5, fine_radius=fine_radius)
+    net = CorrNet(dim=2, width=0.5, fine_radius=fine_radius, full_width=full_width)
     net.voxel_mm.fill_(2.0)
     config = dataclasses.replace(config_2d(), network=dataclasses.replace(
-        config_2d().network, name="corrnet", norm="group", width=0.5, fine_radius=fine_radius))
+        config_2d().network, name="corrnet", norm="group", width=0.5, fine_radius=fine_radius,
+        full_width=full_width))
     path = tmp_path / "corr.pt"
     save_checkpoint(path, {"config": config.to_dict(), "model": net.state_dict(),
                            "spacing_mm": 2.0})
@@ -401,8 +428,8 @@ def test_init_loads_weights_and_refuses_another_network(tmp_path):
 
 
 def test_init_adds_a_fine_cost_volume_to_a_corrnet_without_one(tmp_path):
-    """Every weight of the source is copied, the fine cost volume is added; the reverse
-    (dropping it) is refused."""
+    """Every weight of the source is copied, the fine cost volume is added, then the
+    full-resolution refinement; the reverse (dropping one) is refused."""
     base = dataclasses.replace(config_2d(), network=dataclasses.replace(
         config_2d().network, name="corrnet", norm="group", width=0.5))
     grown = dataclasses.replace(base, network=dataclasses.replace(base.network, fine_radius=1))
@@ -410,8 +437,15 @@ def test_init_adds_a_fine_cost_volume_to_a_corrnet_without_one(tmp_path):
     for key, value in source.state_dict().items():
         assert torch.equal(value, target.state_dict()[key])
     assert target.fine_offsets.shape == (9, 2)
+    full = dataclasses.replace(grown, network=dataclasses.replace(grown.network, full_width=4))
+    source, target = init_from(tmp_path / "f.pt", grown, full)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key])
+    assert target.refine_full[0][0].weight.shape == (4, 4, 3, 3)  # fixed, warped, x, y
     with pytest.raises(UsageError, match="differs from the config's"):
         init_from(tmp_path / "g.pt", grown, base)
+    with pytest.raises(UsageError, match="differs from the config's"):
+        init_from(tmp_path / "h.pt", full, grown)
 
 
 def test_shipped_stages_are_referred_to_not_copied(tmp_path):

@@ -136,6 +136,7 @@ class NetworkConfig:
     norm: str = "batch"  # dense networks: "batch", "instance", "group" or "none"
     radius: int = 3  # corrnet: the cost volume's reach, in quarter-resolution cells per axis
     fine_radius: int = 0  # corrnet: a second cost volume at 1/2 after warping (0: none)
+    full_width: int = 0  # corrnet: channels of a refinement at full resolution (0: none)
 
     def validate(self, where="network") -> None:
         if self.dim not in (2, 3) or not 0 < self.width <= 8:
@@ -151,6 +152,8 @@ class NetworkConfig:
             raise bad_setting(where, f"radius must be 1..6 cells, got {self.radius}")
         if not 0 <= self.fine_radius <= 3:
             raise bad_setting(where, f"fine_radius must be 0..3 cells, got {self.fine_radius}")
+        if not 0 <= self.full_width <= 32:
+            raise bad_setting(where, f"full_width must be 0..32 channels, got {self.full_width}")
 
 
 @dataclass(frozen=True)

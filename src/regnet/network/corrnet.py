@@ -17,11 +17,16 @@ do:
    by it and a second, local cost volume there (``(2 fine_radius + 1)^dim`` offsets of one
    half-resolution cell) adds its expected offset, as PWC-Net's coarse-to-fine matching does;
 5. refined at 1/2 by three convolutions that see the field and both images' 1/2 features (the
-   moving image's warped, with ``fine_radius`` > 0).
+   moving image's warped, with ``fine_radius`` > 0);
+6. with ``full_width`` > 0, upsampled to full resolution and refined there by three narrow
+   convolutions (``full_width`` channels, no normalisation) that see the fixed image, the
+   moving image warped by the field, and the field: the half-resolution field cannot follow
+   detail finer than two voxels.
 
 Like the U-Net it returns the field at the centres of 2x2(x2) blocks, ``(B, dim, *S/2)`` mm
-(x, y(, z)), and :meth:`dense` upsamples it; inputs ``(B, 2, *S)`` (moving, fixed) with
-lengths multiples of 4. With ``radius`` 3 it reaches 12 voxels per axis.
+(x, y(, z)), and :meth:`dense` upsamples it; with ``full_width`` > 0 it returns the field at
+every voxel, ``(B, dim, *S)``. Inputs ``(B, 2, *S)`` (moving, fixed) with lengths multiples
+of 4. With ``radius`` 3 it reaches 12 voxels per axis.
 """
 
 from __future__ import annotations
@@ -41,9 +46,11 @@ def _offsets(radius: int, dim: int) -> torch.Tensor:
     return torch.tensor(list(grid), dtype=torch.float32)
 
 
-def warp_features(moving: torch.Tensor, field_voxels: torch.Tensor) -> torch.Tensor:
-    """``moving (B, C, *Q)`` sampled (linearly, zero outside) at x + ``field_voxels (B, dim,
-    *Q)``, the field's components x, y(, z) in voxels of ``Q``."""
+def warp_features(moving: torch.Tensor, field_voxels: torch.Tensor,
+                  padding: str = "zeros") -> torch.Tensor:
+    """``moving (B, C, *Q)`` sampled linearly at x + ``field_voxels (B, dim, *Q)``, the
+    field's components x, y(, z) in voxels of ``Q``; outside, zero or (``padding="border"``)
+    the nearest face's value."""
     shape = moving.shape[2:]
     axes = [torch.arange(n, device=moving.device, dtype=torch.float32) for n in shape]
     base = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], -1)  # x, y(, z) last
@@ -51,14 +58,15 @@ def warp_features(moving: torch.Tensor, field_voxels: torch.Tensor) -> torch.Ten
     sizes = torch.tensor(shape[::-1], device=moving.device, dtype=torch.float32)
     grid = (2 * points + 1) / sizes - 1  # align_corners=False
     return F.grid_sample(moving, grid.to(moving.dtype), mode="bilinear",
-                         padding_mode="zeros", align_corners=False)
+                         padding_mode=padding, align_corners=False)
 
 
 class CorrNet(nn.Module):
-    """forward(pair ``(B, 2, *S)``) -> ``(B, dim, *S/2)`` mm; :meth:`dense` -> ``(B, dim, *S)``."""
+    """forward(pair ``(B, 2, *S)``) -> ``(B, dim, *S/2)`` mm (``(B, dim, *S)`` with
+    ``full_width``); :meth:`dense` -> ``(B, dim, *S)``."""
 
     def __init__(self, dim: int = 3, width: float = 1.0, norm: str = "group", radius: int = 3,
-                 fine_radius: int = 0):
+                 fine_radius: int = 0, full_width: int = 0):
         super().__init__()
         self.dim, self.radius, self.fine_radius = dim, radius, fine_radius
         w = [max(4, round(n * width)) for n in (16, 24, 32, 24, 32)]
@@ -80,6 +88,13 @@ class CorrNet(nn.Module):
             # near-uniform at first: the fine offset starts near 0, at the coarse field
             self.fine_sharpness = nn.Parameter(torch.tensor(1.0))
             self.register_buffer("fine_offsets", _offsets(fine_radius, dim))
+        self.refine_full = None
+        if full_width:
+            self.refine_full = nn.Sequential(conv_block(dim, 2 + dim, full_width, norm="none"),
+                                             conv_block(dim, full_width, full_width, norm="none"),
+                                             conv(full_width, dim, 3, 1, 1))
+            nn.init.normal_(self.refine_full[-1].weight, std=1e-3)  # start at the 1/2 field
+            nn.init.zeros_(self.refine_full[-1].bias)
         self.register_buffer("voxel_mm", torch.tensor(1.0))  # the training spacing
 
     def cost_volume(self, fixed: torch.Tensor, moving: torch.Tensor,
@@ -120,8 +135,16 @@ class CorrNet(nn.Module):
             field = field + self.expected_offset(fine[b:], fine[:b], self.fine_offsets,
                                                  self.fine_sharpness) * (2 * self.voxel_mm)
         features = torch.cat([field / scale, moving_half, half[b:]], 1)
-        return field + self.refine(features.to(half.dtype)).float()
+        field = field + self.refine(features.to(half.dtype)).float()
+        if self.refine_full is None:
+            return field
+        field = upsample(field, pair.shape[2:])
+        warped = warp_features(pair[:, :1], field / self.voxel_mm, padding="border")
+        features = torch.cat([pair[:, 1:], warped, field / scale], 1)
+        return field + self.refine_full(features.to(half.dtype)).float()
 
     def dense(self, pair: torch.Tensor) -> torch.Tensor:
-        """``(B, 2, *S)`` -> ``(B, dim, *S)`` mm (:func:`~regnet.network.unet.upsample`)."""
-        return upsample(self(pair), pair.shape[2:])
+        """``(B, 2, *S)`` -> ``(B, dim, *S)`` mm (:func:`~regnet.network.unet.upsample` of
+        the half-resolution field, unless it is refined at full resolution)."""
+        field = self(pair)
+        return field if field.shape[2:] == pair.shape[2:] else upsample(field, pair.shape[2:])

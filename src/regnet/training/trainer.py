@@ -155,17 +155,21 @@ def learning_rate(base_lr: float, schedule: str, progress: float) -> float:
     return base_lr
 
 
+GROWABLE = ("fine_radius", "full_width")  # corrnet levels that --init may add
+
+
 def start_weights(model: nn.Module, init, config: Config) -> None:
     """Load the weights of a checkpoint or shipped model into ``model`` (``--init``): the same
-    network, or a corrnet without the fine cost volume that ``model`` adds (which starts new)."""
+    network, or a corrnet without a level that ``model`` adds (the fine cost volume, the
+    full-resolution refinement), which starts new."""
     path, _ = resolve_model(init)
     payload = load_checkpoint(path)
     if "stages" in payload:
         raise fail(path, "is a multi-stage model; --init takes one stage's checkpoint")
     source, source_config = model_from_checkpoint(payload, str(path))
     ours, theirs = config.network, source_config.network
-    grows = theirs.fine_radius == 0 and dataclasses.replace(  # a fine cost volume added
-        theirs, fine_radius=ours.fine_radius) == ours
+    added = {k: getattr(ours, k) for k in GROWABLE if getattr(theirs, k) == 0}
+    grows = dataclasses.replace(theirs, **added) == ours
     if theirs != ours and not grows:
         raise UsageError(f"--init {init}: its network {theirs} differs from the config's "
                          f"{ours}")
@@ -180,8 +184,9 @@ def step_loss(net: nn.Module, batch, dense: bool, dev, layout, autocast) -> torc
     if dense:
         pair = batch.pair.to(dev, non_blocking=True, memory_format=layout)
         with autocast:
-            half = net(pair)
-        pred = upsample(half.float(), pair.shape[2:])
+            pred = net(pair).float()
+        if pred.shape[2:] != pair.shape[2:]:  # a field at 1/2 resolution
+            pred = upsample(pred, pair.shape[2:])
         weight = batch.weight.to(dev)
         per_voxel = nn.functional.huber_loss(pred, batch.target.to(dev), reduction="none",
                                              delta=1.0)
