@@ -1,16 +1,18 @@
 """One stage's accuracy on generated validation pairs, measured alike for any network.
 
     python benchmarks/stage_validation.py --pairs runs/dense_ct_2mm/pairs \
-        --config configs/dense_ct_2mm.yaml --models ct_lung_2mm runs/dense_ct_2mm/run/best.pt
+        --config configs/dense_ct_2mm.yaml --models ct_lung_2mm runs/dense_ct_2mm/run/best.pt \
+        [--split training --every 15]
 
-The validation pairs are those of the config's ``val_cases``. Each model predicts the whole
-field of each pair in one stage, as a stage of ``regnet register`` does (the seed's patch
-network on its stride-2 lattice, a dense network in one pass; bf16 where the CPU computes it
-natively; no smoothing), and the endpoint error is averaged over the voxels the trainer's
-dense validation counts (every voxel in a magnitude class), by class too. The numbers are
-comparable with the ``val/epe`` that ``regnet train`` logs for a dense network. A multi-stage
-model (``regnet models --pack``) registers each pair as ``regnet register`` does, with its
-guard and smoothing: a chain of stages judged alike.
+The validation pairs are those of the config's ``val_cases``; ``--split training`` judges
+the training pairs instead (every ``--every``-th), to tell underfitting from overfitting.
+Each model predicts the whole field of each pair in one stage, as a stage of ``regnet
+register`` does (the seed's patch network on its stride-2 lattice, a dense network in one pass;
+bf16 where the CPU computes it natively; no smoothing), and the endpoint error is averaged over
+the voxels the trainer's dense validation counts (every voxel in a magnitude class), by class
+too. The numbers are comparable with the ``val/epe`` that ``regnet train`` logs for a dense
+network. A multi-stage model (``regnet models --pack``) registers each pair as ``regnet
+register`` does, with its guard and smoothing: a chain of stages judged alike.
 """
 
 from __future__ import annotations
@@ -41,18 +43,22 @@ def main() -> None:
     parser.add_argument("--pairs", required=True, help="a folder of `regnet generate`")
     parser.add_argument("--config", required=True, help="its config (val_cases, classes)")
     parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--split", choices=["validation", "training"], default="validation")
+    parser.add_argument("--every", type=int, default=1, help="every K-th pair of the split")
     args = parser.parse_args()
     torch.set_num_threads(2)
     print(header())
     config = load_config(args.config)
     sampling = config.sampling
+    validation = args.split == "validation"
     pairs = [p for p in read_manifests([args.pairs], sampling.deformMethod)
-             if p.case in config.training.val_cases]
+             if (p.case in config.training.val_cases) == validation][::args.every]
     loaded = [load_pair(p, sampling) for p in pairs]
     images = [(sitk.ReadImage(p.fixed), sitk.ReadImage(p.moving)) for p in pairs]
     bounds = [0.0, *sampling.classBalanced]
     names = [f"[{a:g}, {b:g})" for a, b in zip(bounds, bounds[1:], strict=False)]
-    print(f"# {len(pairs)} validation pairs of {sorted(config.training.val_cases)}\n")
+    cases = sorted({p.case for p in pairs})
+    print(f"# {len(pairs)} {args.split} pairs of {cases}\n")
     print(f"| model | EPE, all (mm) | {' | '.join(names)} | seconds per pair |")
     print("|---|---|" + "---|" * len(names) + "---|")
     dtype = inference_dtype(torch.device("cpu"), "auto")

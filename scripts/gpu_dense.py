@@ -5,17 +5,18 @@ ten minutes: pairs, training, validation, and the stage's forward pass at 256x25
         [--out gpu_scans]
     python scripts/gpu_dense.py run [--stage 2mm|4mm-corr] [--scans gpu_scans]
         [--work /tmp/regnet-gpu-dense] [--steps N] [--batch-size 32] [--device cuda]
-        [--workers 16]
+        [--workers 16] [--fine-radius K] [--full-width C]
 
 ``pack`` runs where the data is: the CTs that ``scripts/train_dense.py --stage STAGE`` trains
 on (for ``2mm``, their central crops), resampled to the stage's spacing (linear, int16), a few
 MB in all, so that the folder can travel to a machine without the data. ``run`` runs on the
 GPU machine: ``regnet generate`` (seed 0) on those scans, ``regnet train`` (seed 0; the config
 with ``--batch-size`` crops a step and its steps scaled down to see as many crops, unless
-``--steps``), then prints the run's validation curve (EPE over the whole validation pairs
-against the identity's) and the trained stage's forward pass over a 64x64x40 and a
-128x128x80 grid (256x256x160 mm at 4 and at 2 mm): median of 10, bf16. Try it on a CPU first
-with ``--device cpu --steps 4``.
+``--steps``; ``--fine-radius`` and ``--full-width`` add those levels from the start, which on
+a CPU are grown one run at a time), then prints the run's validation curve (EPE over the
+whole validation pairs against the identity's) and the trained stage's forward pass over a
+64x64x40 and a 128x128x80 grid (256x256x160 mm at 4 and at 2 mm): median of 10, bf16. Try
+it on a CPU first with ``--device cpu --steps 4``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def run(args) -> None:
     steps = args.steps or crops // args.batch_size
     config["training"].update(batch_size=args.batch_size, num_workers=min(args.workers, 8),
                               val_every=max(steps // 6, min(steps, 50)))
+    for key in ("fine_radius", "full_width"):
+        if getattr(args, key) is not None:
+            config["network"][key] = getattr(args, key)
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     run_dir = work / "run"
@@ -133,6 +137,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda")
     p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--fine-radius", type=int, help="corrnet: the fine cost volume's reach")
+    p.add_argument("--full-width", type=int, help="corrnet: the full-resolution refinement")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "pack":
