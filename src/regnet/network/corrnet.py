@@ -146,5 +146,4 @@ class CorrNet(nn.Module):
     def dense(self, pair: torch.Tensor) -> torch.Tensor:
         """``(B, 2, *S)`` -> ``(B, dim, *S)`` mm (:func:`~regnet.network.unet.upsample` of
         the half-resolution field, unless it is refined at full resolution)."""
-        field = self(pair)
-        return field if field.shape[2:] == pair.shape[2:] else upsample(field, pair.shape[2:])
+        return upsample(self(pair), pair.shape[2:])

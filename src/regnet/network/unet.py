@@ -79,7 +79,10 @@ class UNet(nn.Module):
 
 def upsample(half: torch.Tensor, shape) -> torch.Tensor:
     """The stride-2 prediction ``(B, C, *S/2)`` linearly to ``(B, C, *S)``, half-voxel
-    centred (``align_corners=False``: output block centres sit between input voxels)."""
+    centred (``align_corners=False``: output block centres sit between input voxels); a
+    prediction already at ``shape`` is returned as it is."""
+    if tuple(half.shape[2:]) == tuple(shape):
+        return half
     return F.interpolate(half, size=tuple(shape), mode="trilinear" if half.dim() == 5
                          else "bilinear", align_corners=False)
 

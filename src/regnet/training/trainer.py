@@ -184,9 +184,8 @@ def step_loss(net: nn.Module, batch, dense: bool, dev, layout, autocast) -> torc
     if dense:
         pair = batch.pair.to(dev, non_blocking=True, memory_format=layout)
         with autocast:
-            pred = net(pair).float()
-        if pred.shape[2:] != pair.shape[2:]:  # a field at 1/2 resolution
-            pred = upsample(pred, pair.shape[2:])
+            field = net(pair)
+        pred = upsample(field.float(), pair.shape[2:])
         weight = batch.weight.to(dev)
         per_voxel = nn.functional.huber_loss(pred, batch.target.to(dev), reduction="none",
                                              delta=1.0)
