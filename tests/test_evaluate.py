@@ -132,3 +132,28 @@ def test_report_slices_pass_through_the_largest_motion():
     flat = np.zeros((50, 30, 2), np.float32)
     flat[20:27, 12:19, 0] = 5.0
     assert largest_motion_voxel(flat) == (23, 15)
+
+
+def test_montage_places_panels_by_hand(tmp_path):
+    """Two panels in rows of 2: a 100x100 image at aspect 0.5 (rows 2x the columns' spacing
+    halved) fills 120x240 pixels below its title band, black at its minimum in gray; the
+    second, at its maximum in gray, is white like the background, and its 'jet' twin gets a
+    colour bar (dark red at the top, dark blue at the bottom) beside its 240x240 panel."""
+    from matplotlib.pyplot import imread
+
+    from regnet.reporting.figures import BAR_PX, CELL_PX, TITLE_PX, montage
+
+    panels = [("low", np.zeros((100, 100)), 0.5, "gray", (0.0, 1.0)),
+              ("high", np.ones((100, 100)), 1.0, "gray", (0.0, 1.0)),
+              ("bar", np.ones((100, 100)), 1.0, "jet", (0.0, 1.0))]
+    path = montage(panels, 2, tmp_path / "m.png")
+    image = (imread(path)[..., :3] * 255).round().astype(int)
+    cell_w, cell_h = CELL_PX + BAR_PX, CELL_PX + TITLE_PX
+    assert image.shape == (2 * cell_h, 2 * cell_w, 3)
+    assert (image[TITLE_PX:TITLE_PX + 120, :CELL_PX] == 0).all()
+    assert (image[TITLE_PX + 121:cell_h, :CELL_PX] == 255).all()
+    assert (image[TITLE_PX:cell_h, cell_w:cell_w + CELL_PX] == 255).all()
+    assert image[TITLE_PX - 8:TITLE_PX, :CELL_PX].min() < 128  # the title's ink
+    bar = image[cell_h + TITLE_PX:2 * cell_h, CELL_PX + 4:CELL_PX + 14]
+    assert bar[0, 0, 0] > 100 and bar[0, 0, 2] < 50 and bar[-1, 0, 2] > 100 and \
+        bar[-1, 0, 0] < 50

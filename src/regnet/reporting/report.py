@@ -17,7 +17,7 @@ from regnet.geometry.warp import warp_image
 from regnet.io.atomic import write_text_atomic
 from regnet.io.dvf import read_dvf
 from regnet.io.images import read_image, resample_to_grid, same_grid
-from regnet.reporting.figures import checkerboard, orthogonal_slices, plt, save_figure
+from regnet.reporting.figures import checkerboard, montage, orthogonal_slices
 
 
 def largest_motion_voxel(dvf_mm: np.ndarray) -> tuple[int, ...]:
@@ -36,8 +36,8 @@ def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
     """Rows: fixed, moving, moved, |fixed - moving|, |fixed - moved|, |u|, Jacobian,
     checkerboard(fixed, moved), then ``extra_rows`` ``(title, volume (D, H, W), cmap,
     (vmin, vmax) or None)``; one column per orthogonal slice, through the voxel of largest
-    motion. Everything shown is computed on those slices only; display ranges come from every
-    second voxel per axis."""
+    motion (in 2D the panels on rows of 4). Everything shown is computed on those slices
+    only; display ranges come from every second voxel per axis."""
     out = Path(out)
     spacing = fixed.GetSpacing()
     if not same_grid(moving, fixed):  # show the moving image on the fixed grid
@@ -77,31 +77,10 @@ def write_report(out: str | Path, fixed: sitk.Image, moving: sitk.Image,
             *[(title, sliced(volume), cmap, limits) for title, volume, cmap, limits
               in extra_rows]]
 
-    columns = len(rows[0][1])
-    if columns == 1:  # 2D: the panels on rows of 4
-        n_rows = -(-len(rows) // 4)
-        fig, grid = plt.subplots(n_rows, 4, figsize=(13, 3.2 * n_rows), squeeze=False)
-        for ax in grid.flat[len(rows):]:
-            ax.axis("off")
-        axes = grid.reshape(-1, 1)[:len(rows)]
-    else:
-        fig, axes = plt.subplots(len(rows), columns, figsize=(3.2 * columns, 2.6 * len(rows)),
-                                 squeeze=False)
-    for r, (title, slices, cmap, limits) in enumerate(rows):
-        for c, (name, image, aspect) in enumerate(slices):
-            ax = axes[r, c]
-            vmin, vmax = limits if limits else (0, float(image.max()) or 1.0)
-            shown = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect)
-            ax.set_title(f"{title} - {name}", fontsize=8)
-            ax.set_xticks([])  # no ticks to lay out (half the drawing time of the figure)
-            ax.set_yticks([])
-            ax.axis("off")
-            if cmap != "gray":
-                fig.colorbar(shown, ax=ax, fraction=0.046)
-    if columns > 1:  # laid out here: save_figure's tight crop would draw the figure twice
-        fig.subplots_adjust(left=0.01, right=0.97, bottom=0.01, top=0.98, wspace=0.12,
-                            hspace=0.22)
-    png = save_figure(fig, out / "report.png", tight=columns == 1)
+    panels = [(f"{title} - {name}", image, aspect, cmap,
+               limits or (0.0, float(image.max()) or 1.0))
+              for title, slices, cmap, limits in rows for name, image, aspect in slices]
+    png = montage(panels, 3 if f.ndim == 3 else 4, out / "report.png")
     encoded = base64.b64encode(png.read_bytes()).decode()
     table = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v))}</td>"
                     "</tr>" for k, v in summary.items())
