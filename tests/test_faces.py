@@ -33,3 +33,22 @@ def test_voxels_far_from_both_faces_keep_their_value(oblique_image):
     assert far.sum() > 100
     np.testing.assert_array_equal(out[far], field[far])
     assert not np.allclose(out[~far], field[~far])
+
+
+def test_wide_normalised_convolution_keeps_a_linear_field_by_hand():
+    """Sigma 8 voxels (worked on a grid coarser by 2): with weight 1 a symmetric Gaussian
+    keeps a linear field, so 32 voxels (4 sigma) from the faces the ratio is the field
+    itself, ``2 z - x``, and the support is 1; a constant field stays constant everywhere,
+    half the weights 0 or not."""
+    from regnet.geometry.faces import normalised_convolution
+
+    shape = (80, 70, 75)  # odd sizes: the last coarse blocks are partial
+    z, _, x = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    field = np.stack([2 * z - x, np.full(shape, 3.0, np.float32)], axis=-1)
+    ratio, support = normalised_convolution(field, np.ones(shape, np.float32), [8.0] * 3)
+    inner = (slice(32, -32),) * 3
+    np.testing.assert_allclose(ratio[inner][..., 0], field[inner][..., 0], atol=1e-3)
+    np.testing.assert_allclose(support[inner], 1.0, atol=1e-5)
+    weight = (np.random.default_rng(0).random(shape) < 0.5).astype(np.float32)
+    ratio, _ = normalised_convolution(field, weight, [8.0] * 3)
+    np.testing.assert_allclose(ratio[..., 1], 3.0, atol=1e-5)

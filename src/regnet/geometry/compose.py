@@ -18,17 +18,19 @@ import numpy as np
 import SimpleITK as sitk
 
 
-def sample_field(field_mm: np.ndarray, index_xyz: np.ndarray) -> np.ndarray:
+def sample_field(field_mm: np.ndarray, index_xyz) -> np.ndarray:
     """Linear interpolation of ``field_mm`` ``(*shape, C)`` at continuous voxel indices
-    ``index_xyz`` ``(*shape, ndim)`` (x, y(, z) order); border values beyond the grid."""
+    ``index_xyz`` ``(*shape, ndim)`` (x, y(, z) order; an array or a float32 tensor); border
+    values beyond the grid. Float32 arithmetic, like every warp."""
     import torch
     import torch.nn.functional as F
 
-    sizes_xyz = np.array(field_mm.shape[:-1][::-1], dtype=np.float64)
-    grid = 2.0 * index_xyz / np.maximum(sizes_xyz - 1, 1) - 1.0  # align_corners=True
+    sizes_xyz = field_mm.shape[:-1][::-1]
+    grid = torch.as_tensor(index_xyz, dtype=torch.float32).clone()
+    for c, size in enumerate(sizes_xyz):  # align_corners=True
+        grid[..., c].mul_(2.0 / max(size - 1, 1)).sub_(1.0)
     values = torch.from_numpy(np.moveaxis(field_mm, -1, 0)[None].astype(np.float32))
-    points = torch.from_numpy(grid[None].astype(np.float32))
-    sampled = F.grid_sample(values, points, mode="bilinear", padding_mode="border",
+    sampled = F.grid_sample(values, grid[None], mode="bilinear", padding_mode="border",
                             align_corners=True)[0]
     return np.moveaxis(sampled.numpy(), 0, -1)
 
@@ -47,25 +49,62 @@ def physical_points(grid: sitk.Image) -> np.ndarray:
     return np.asarray(grid.GetOrigin()) + (index * np.asarray(grid.GetSpacing())) @ direction.T
 
 
-def moving_index(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.ndarray:
-    """``(*shape, ndim)`` continuous voxel indices (x, y(, z) order) in ``moving`` of the points
-    ``x + u(x)``, for every voxel ``x`` of ``grid`` and its grid-frame field ``dvf_mm``."""
+def index_map(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image):
+    """``(*shape, ndim)`` float32 tensor: the continuous voxel indices (x, y(, z) order) in
+    ``moving`` of the points ``x + u(x)``, for every voxel ``x`` of ``grid`` and its
+    grid-frame field ``dvf_mm`` ``(*shape, ndim)``.
+
+    The index is affine in the voxel index ``i`` and in ``u``: ``A S_f i + A u + b`` with
+    ``A = S_m^-1 D_m^T D_f`` and ``b = S_m^-1 D_m^T (O_f - O_m)``; built term by term in
+    place, with no array of physical points (an axis-aligned grid has one term of each
+    kind)."""
+    import torch
+
     n = grid.GetDimension()
-    direction = np.asarray(grid.GetDirection()).reshape(n, n)
-    target = physical_points(grid) + dvf_mm @ direction.T
-    moving_direction = np.asarray(moving.GetDirection()).reshape(n, n)
-    return (target - np.asarray(moving.GetOrigin())) @ moving_direction / np.asarray(
-        moving.GetSpacing())
+    d_f = np.asarray(grid.GetDirection(), np.float64).reshape(n, n)
+    d_m = np.asarray(moving.GetDirection(), np.float64).reshape(n, n)
+    to_index = d_m.T / np.asarray(moving.GetSpacing(), np.float64)[:, None]
+    a = to_index @ d_f
+    a_s = a * np.asarray(grid.GetSpacing(), np.float64)[None, :]
+    b = to_index @ np.subtract(grid.GetOrigin(), moving.GetOrigin())
+    shape = dvf_mm.shape[:-1]
+    u = torch.from_numpy(np.ascontiguousarray(dvf_mm, dtype=np.float32))
+    voxel = [torch.arange(m, dtype=torch.float32).view([m if k == axis else 1
+                                                        for k in range(n)])
+             for axis, m in enumerate(shape)]  # array axes (z, y, x)
+    index = torch.empty(shape + (n,), dtype=torch.float32)
+    for c in range(n):  # moving index component c (x, y, z order)
+        component = torch.full(shape, float(b[c]))
+        for k in range(n):  # k: x, y(, z) of the grid; array axis n - 1 - k
+            if a_s[c, k] != 0.0:
+                component.add_(voxel[n - 1 - k], alpha=float(a_s[c, k]))
+            if a[c, k] != 0.0:
+                component.add_(u[..., k], alpha=float(a[c, k]))
+        index[..., c] = component
+    return index
+
+
+def moving_index(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.ndarray:
+    """:func:`index_map` as a float32 array."""
+    return index_map(dvf_mm, grid, moving).numpy()
 
 
 def compose_dvfs(u_prev_mm: np.ndarray, r_mm: np.ndarray, spacing_mm_xyz) -> np.ndarray:
     """``u(x) = r(x) + u_prev(x + r(x))``: first ``r``, then ``u_prev`` (same grid, grid
     frame, mm). Returns float32 of the fields' shape."""
+    import torch
+
     if u_prev_mm.shape != r_mm.shape:
         raise ValueError(f"fields differ in shape: {u_prev_mm.shape} and {r_mm.shape}")
-    spacing = np.asarray(spacing_mm_xyz, dtype=np.float64)
-    index = voxel_indices(r_mm.shape[:-1]) + r_mm / spacing
-    return (r_mm + sample_field(u_prev_mm, index)).astype(np.float32)
+    shape, n = r_mm.shape[:-1], r_mm.shape[-1]
+    r = torch.from_numpy(np.ascontiguousarray(r_mm, dtype=np.float32))
+    index = torch.empty(r.shape, dtype=torch.float32)
+    for c in range(n):  # x + r / spacing, component c (x, y, z order)
+        axis = n - 1 - c
+        voxel = torch.arange(shape[axis], dtype=torch.float32).view(
+            [shape[axis] if k == axis else 1 for k in range(n)])
+        torch.add(voxel, r[..., c], alpha=1.0 / float(spacing_mm_xyz[c]), out=index[..., c])
+    return (r + torch.from_numpy(sample_field(u_prev_mm, index))).numpy()
 
 
 def affine_parts(transform: sitk.Transform) -> tuple[np.ndarray, np.ndarray]:

@@ -22,11 +22,13 @@ high fields (0.62 and 0.99 mm; a 24 or 32 mm margin cost them more).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
-from regnet.geometry.compose import moving_index, through_global, voxel_indices
+from regnet.geometry.compose import moving_index, through_global
 
 FACE_MARGIN_MM = 16.0  # trust reaches 1 this far inside both images
 FACE_SIGMA_MM = 16.0  # Gaussian of the extrapolation
@@ -49,25 +51,68 @@ def maps_inside(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.
     return face_distance_mm(index, moving.GetSize(), [1.0] * grid.GetDimension()) >= -1e-6
 
 
+COARSE_SIGMA_VOX = 4.0  # a wider Gaussian works on a coarser grid, with at least this sigma
+
+
+def grid_face_distance_mm(shape_zyx, spacing_mm_xyz) -> np.ndarray:
+    """``(*shape)`` float32 distance (mm) of every voxel of a grid to its nearest face:
+    :func:`face_distance_mm` of the voxel indices, built from one line per axis."""
+    lines = []
+    for axis, n in enumerate(shape_zyx):
+        i = np.arange(n, dtype=np.float32)
+        line = np.minimum(i, n - 1 - i) * np.float32(spacing_mm_xyz[len(shape_zyx) - 1 - axis])
+        lines.append(line.reshape([n if k == axis else 1 for k in range(len(shape_zyx))]))
+    return functools.reduce(np.minimum, lines)
+
+
+def normalised_convolution(values: np.ndarray, weight: np.ndarray, sigma_vox
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """``(G*(w v) / G*(w), G*(w))`` for ``values`` ``(*shape, C)`` and ``weight`` ``(*shape)``
+    with a Gaussian ``G`` of ``sigma_vox`` per array axis; the ratio is 0 where ``G*(w)`` is
+    below 1e-3. A wide Gaussian (sigma of ``2 COARSE_SIGMA_VOX`` voxels or more along an
+    axis) works on a grid coarser by ``sigma // COARSE_SIGMA_VOX`` there: block means, the
+    Gaussian there, and linear interpolation back at the blocks' centres. For the face fade
+    at 2 mm (sigma 8 voxels) that is 3x faster; on a registered chest CT the faded field
+    moved by 0.015 mm on average (0.6 mm at most, at a corner) against the direct Gaussian."""
+    import torch
+    import torch.nn.functional as F
+
+    shape, dim = weight.shape, weight.ndim
+    factor = [max(int(s // COARSE_SIGMA_VOX), 1) for s in sigma_vox]
+    stack = torch.from_numpy(np.concatenate(
+        [weight[None], np.moveaxis(values * weight[..., None], -1, 0)]).astype(np.float32))
+    if max(factor) > 1:
+        pool = F.avg_pool3d if dim == 3 else F.avg_pool2d
+        stack = pool(stack[None], factor, stride=factor, ceil_mode=True,
+                     count_include_pad=False)[0]
+    smooth = torch.from_numpy(np.stack([
+        gaussian_filter(channel, np.divide(sigma_vox, factor), mode="nearest")
+        for channel in stack.numpy()]))
+    if max(factor) > 1:
+        smooth = F.interpolate(smooth[None], scale_factor=factor, mode="trilinear" if dim == 3
+                               else "bilinear", align_corners=False)[0]
+    smooth = smooth.numpy()[(slice(None),) + tuple(slice(0, n) for n in shape)]
+    support = smooth[0]
+    ratio = np.where(support > 1e-3, smooth[1:] / np.maximum(support, 1e-3), 0.0)
+    return np.moveaxis(ratio, 0, -1), support
+
+
 def fade_at_faces(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image,
                   global_transform: sitk.Transform | None = None,
                   margin_mm: float = FACE_MARGIN_MM,
                   sigma_mm: float = FACE_SIGMA_MM) -> np.ndarray:
     """The grid-frame field ``dvf_mm`` ``(*shape, C)`` on ``grid``, blended towards its
-    normalised-convolution extrapolation near the faces (module docstring). With
-    ``global_transform`` ``A``, the mapped point is ``A(x + u(x))``. Returns float32."""
+    normalised-convolution extrapolation near the faces (module docstring;
+    :func:`normalised_convolution`). With ``global_transform`` ``A``, the mapped point is
+    ``A(x + u(x))``. Returns float32."""
     seen = through_global(dvf_mm, grid, global_transform)
     in_moving = face_distance_mm(moving_index(seen, grid, moving), moving.GetSize(),
                                  moving.GetSpacing())
-    in_fixed = face_distance_mm(voxel_indices(dvf_mm.shape[:-1]), grid.GetSize(),
-                                grid.GetSpacing())
+    in_fixed = grid_face_distance_mm(dvf_mm.shape[:-1], grid.GetSpacing())
     weight = np.clip(np.minimum(in_moving, in_fixed) / margin_mm, 0.0, 1.0).astype(np.float32)
     sigma_vox = [sigma_mm / s for s in grid.GetSpacing()[::-1]]
-    support = gaussian_filter(weight, sigma_vox, mode="nearest")
     out = np.array(dvf_mm, dtype=np.float32)
-    for c in range(out.shape[-1]):
-        trusted = gaussian_filter(weight * out[..., c], sigma_vox, mode="nearest")
-        extrapolated = np.where(support > 1e-3, trusted / np.maximum(support, 1e-3),
-                                out[..., c])
-        out[..., c] = weight * out[..., c] + (1.0 - weight) * extrapolated
-    return out
+    extrapolated, support = normalised_convolution(out, weight, sigma_vox)
+    extrapolated = np.where((support > 1e-3)[..., None], extrapolated, out)
+    w = weight[..., None]
+    return (w * out + (1.0 - w) * extrapolated).astype(np.float32)
