@@ -37,9 +37,12 @@ FACE_SIGMA_MM = 16.0  # Gaussian of the extrapolation
 def face_distance_mm(index_xyz: np.ndarray, size_xyz, spacing_mm_xyz) -> np.ndarray:
     """``(*shape)`` distance (mm) from continuous voxel indices ``(*shape, ndim)`` to the
     nearest face (outermost voxel centre) of a grid of ``size_xyz``; negative outside."""
-    last = np.asarray(size_xyz, np.float64) - 1
-    per_axis = np.minimum(index_xyz, last - index_xyz) * np.asarray(spacing_mm_xyz)
-    return per_axis.min(axis=-1)
+    distance = None
+    for c, (size, spacing) in enumerate(zip(size_xyz, spacing_mm_xyz, strict=True)):
+        index = index_xyz[..., c]  # one axis at a time: no (*shape, ndim) temporaries
+        axis = np.minimum(index, (size - 1) - index) * float(spacing)
+        distance = axis if distance is None else np.minimum(distance, axis, out=distance)
+    return distance
 
 
 def maps_inside(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.ndarray:
