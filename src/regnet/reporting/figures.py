@@ -78,7 +78,7 @@ def montage(panels: list[tuple[str, np.ndarray, float, str, tuple[float, float]]
             columns: int, path: str | Path) -> Path:
     """Write ``panels`` ``(title, image (H, W), aspect, cmap, (vmin, vmax))`` as one PNG, left
     to right in rows of ``columns``: each scaled (linear) so that its longer physical side is
-    ``CELL_PX`` pixels, with its title above and, unless the map is gray, a colour bar with
+    ``CELL_PX`` pixels, with its title above it and, unless the map is gray, a colour bar with
     its range on the right. Drawn straight into one array, titles included: a grid of
     matplotlib axes took 5-8x longer."""
     cell_w, cell_h = CELL_PX + BAR_PX, CELL_PX + TITLE_PX
@@ -95,7 +95,7 @@ def montage(panels: list[tuple[str, np.ndarray, float, str, tuple[float, float]]
         h, w = shown.shape
         canvas[top:top + h, left:left + w] = colour(shown, cmap, vmin, vmax)
         mask = _text_mask(title)
-        _stamp(canvas, mask, max(left + (CELL_PX - mask.shape[1]) // 2, 0),
+        _stamp(canvas, mask, max(left + (w - mask.shape[1]) // 2, left),
                top - mask.shape[0] - 3)
         if cmap != "gray":
             ramp = np.linspace(vmax, vmin, h, dtype=np.float32)[:, None].repeat(10, axis=1)
