@@ -32,6 +32,7 @@ from regnet.geometry.compose import moving_index, through_global
 
 FACE_MARGIN_MM = 16.0  # trust reaches 1 this far inside both images
 FACE_SIGMA_MM = 16.0  # Gaussian of the extrapolation
+COARSE_SIGMA_VOX = 4.0  # a wider Gaussian works on a coarser grid, with at least this sigma
 
 
 def face_distance_mm(index_xyz: np.ndarray, size_xyz, spacing_mm_xyz) -> np.ndarray:
@@ -52,9 +53,6 @@ def maps_inside(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image) -> np.
     beyond the moving image's faces) no method can know the answer."""
     index = moving_index(dvf_mm, grid, moving)
     return face_distance_mm(index, moving.GetSize(), [1.0] * grid.GetDimension()) >= -1e-6
-
-
-COARSE_SIGMA_VOX = 4.0  # a wider Gaussian works on a coarser grid, with at least this sigma
 
 
 def grid_face_distance_mm(shape_zyx, spacing_mm_xyz) -> np.ndarray:
