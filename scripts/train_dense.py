@@ -2,9 +2,10 @@
 (configs/dense_ct_4mm.yaml), the cost-volume network at 4 mm (configs/corrnet_ct_4mm.yaml) or
 at 2 mm (configs/dense_ct_2mm.yaml), the 2 mm one grown by a fine cost volume
 (configs/corrnet_ct_2mm_fine.yaml: the 2 mm run's pairs, from its best checkpoint), and that
-one grown by a refinement at full resolution (configs/corrnet_ct_2mm_full.yaml).
+one grown by a refinement at full resolution (configs/corrnet_ct_2mm_full.yaml); the 2 mm one
+without normalisation, from the start on the 2 mm pairs (configs/corrnet_ct_2mm_nonorm.yaml).
 
-    python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full]
+    python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full|2mm-nonorm]
         [--data ../shared/data] [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
@@ -35,8 +36,10 @@ STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
           "4mm-corr": ROOT / "configs" / "corrnet_ct_4mm.yaml",
           "2mm": ROOT / "configs" / "dense_ct_2mm.yaml",
           "2mm-fine": ROOT / "configs" / "corrnet_ct_2mm_fine.yaml",
-          "2mm-full": ROOT / "configs" / "corrnet_ct_2mm_full.yaml"}
+          "2mm-full": ROOT / "configs" / "corrnet_ct_2mm_full.yaml",
+          "2mm-nonorm": ROOT / "configs" / "corrnet_ct_2mm_nonorm.yaml"}
 AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine"}  # grows that stage's best checkpoint
+BESIDE = {"2mm-nonorm": "2mm"}  # trains from the start on that stage's pairs
 REGNET = [sys.executable, "-m", "regnet.cli"]
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
 
@@ -103,10 +106,10 @@ def main() -> None:
         print(plot_curve(work / "run", work / "curve.png"))
         return
     work.mkdir(parents=True, exist_ok=True)
-    first = args.stage
+    first = BESIDE.get(args.stage, args.stage)
     while first in AFTER:  # a grown stage trains on the pairs of the stage it grew from
         first = AFTER[first]
-    pairs = ROOT / "runs" / STAGES[first].stem / "pairs" if before else work / "pairs"
+    pairs = work / "pairs" if first == args.stage else ROOT / "runs" / STAGES[first].stem / "pairs"
     if not (pairs / "manifest.csv").exists():
         scans = stage_scans(args.stage, Path(args.data), work / "crops")
         subprocess.run([*REGNET, "generate", "--images", *scans, "--out", str(pairs),
