@@ -80,7 +80,7 @@ def montage(panels: list[tuple[str, np.ndarray, float, str, tuple[float, float]]
     to right in rows of ``columns``: each scaled (linear) so that its longer physical side is
     ``CELL_PX`` pixels, with its title above it and, unless the map is gray, a colour bar with
     its range on the right. Drawn straight into one array, titles included: a grid of
-    matplotlib axes took 5-8x longer."""
+    matplotlib axes took 3-4x longer (0.8-1.2 s against 0.3 s for a report at 256x256x160)."""
     cell_w, cell_h = CELL_PX + BAR_PX, CELL_PX + TITLE_PX
     rows = -(-len(panels) // columns)
     canvas = np.full((rows * cell_h, columns * cell_w, 3), 255, np.uint8)
@@ -109,13 +109,10 @@ def montage(panels: list[tuple[str, np.ndarray, float, str, tuple[float, float]]
     return Path(path)
 
 
-def save_figure(fig, path: str | Path, tight: bool = True) -> Path:
-    """Write ``fig`` as a PNG (90 dpi) and close it. ``tight`` crops the margins, at the price
-    of drawing and encoding the figure twice; a figure laid out by ``subplots_adjust`` does
-    without."""
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG (``DPI``, margins cropped) and close it."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight" if tight else None,
-                    pil_kwargs={"compress_level": 1})
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", pil_kwargs={"compress_level": 1})
     plt.close(fig)
     return Path(path)
 
