@@ -79,3 +79,31 @@ def test_affine_then_field_equals_simpleitk():
     points = physical_points(grid)
     expected = np.array([np.subtract(composite.TransformPoint(p), p) for p in points])
     np.testing.assert_allclose(field_at(total, grid, points), expected, atol=1e-3)
+
+
+def test_threaded_grid_sampling_equals_one_call():
+    """The batch-split grid sampling gives F.grid_sample's exact values for any thread count,
+    with Q's first axis not a multiple of it, 1 or 3 channels, 3D and 2D; one point by hand."""
+    import torch
+    import torch.nn.functional as F
+
+    from regnet.geometry.compose import grid_sample_threaded
+
+    threads = torch.get_num_threads()
+    generator = torch.Generator().manual_seed(0)
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            for channels, q_shape, s_shape in [(1, (7, 5, 6), (9, 8, 7)),
+                                               (3, (1, 4, 4), (9, 8, 7)), (2, (5, 6), (9, 8))]:
+                values = torch.randn((1, channels) + s_shape, generator=generator)
+                grid = torch.rand((1,) + q_shape + (len(q_shape),), generator=generator)
+                grid = 2.4 * grid - 1.2  # some points beyond the border
+                expected = F.grid_sample(values, grid, mode="bilinear", padding_mode="border",
+                                         align_corners=True)
+                assert torch.equal(grid_sample_threaded(values, grid), expected)
+    finally:
+        torch.set_num_threads(threads)
+    values = torch.arange(4.0).view(1, 1, 2, 2)  # [[0, 1], [2, 3]]
+    middle = grid_sample_threaded(values, torch.zeros(1, 1, 1, 2))  # the centre: mean 1.5
+    assert middle.item() == 1.5

@@ -105,3 +105,16 @@ def test_batchnorm_folded_into_the_convolutions_keeps_the_outputs(name):
         expected, got = net(*inputs), folded(*inputs)
     assert expected.abs().max() > 1e-3
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9, 10), (1, 4, 5, 6)])
+def test_inference_max_pooling_equals_torchs(shape):
+    """The eval-mode pooling (strided maxima, no indices) gives max_pool's exact values, odd
+    lengths included (their last voxel is dropped), in 3D and 2D; by hand on one block."""
+    from regnet.network.regnet import max_pool2
+
+    x = torch.randn(shape)
+    pool = torch.nn.functional.max_pool3d if len(shape) == 5 else torch.nn.functional.max_pool2d
+    assert torch.equal(max_pool2(x), pool(x, 2, 2))
+    block = x[0, 0, :2, :2] if len(shape) == 4 else x[0, 0, :2, :2, :2]
+    assert max_pool2(x)[(0, 0) + (0,) * (len(shape) - 2)] == block.max()

@@ -14,6 +14,7 @@ from scipy.ndimage import gaussian_filter, gaussian_filter1d
 CT_OFFSET_HU, CT_SCALE_HU = 1000.0, 4095.0
 AIR_HU = -500.0  # a CT's 1st percentile lies below this (air around the body)
 MR_NEGATIVE_SHARE = 0.01  # an MR's 1st percentile is >= -1 % of its 99th
+PERCENTILE_SAMPLE = 2_000_000  # intensity_percentiles looks at about this many voxels
 
 
 def guess_modality(array: np.ndarray) -> str | None:
@@ -85,5 +86,5 @@ def random_contrast(arrays: list[np.ndarray], rng: np.random.Generator,
 
 def intensity_percentiles(normalised: np.ndarray) -> list[float]:
     """``[p1, p99]`` of a normalised image (any shape), on a subsample for speed."""
-    values = normalised.ravel()[:: max(1, normalised.size // 2_000_000)]
+    values = normalised.ravel()[:: max(1, normalised.size // PERCENTILE_SAMPLE)]
     return [float(v) for v in np.percentile(values, [1, 99])]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from regnet.threads import map_in_threads
+
 SLAB = 8  # slices along the first axis per block of jacobian_determinant
 
 
@@ -14,18 +16,22 @@ def jacobian_determinant(dvf_mm: np.ndarray, spacing_mm_xyz) -> np.ndarray:
     does not depend on the direction matrix, so the grid frame gives the physical answer.
     Returns ``(D, H, W)`` / ``(H, W)`` float32.
 
-    Computed in slabs of ``SLAB`` slices along the first axis, each with one slice of halo:
-    the same numbers, but the temporaries stay in the CPU's cache (512x512x150: 1.7-2.2 s
-    against 4.0-6.2 s in one block).
+    Computed in slabs of ``SLAB`` slices along the first axis, each with one slice of halo,
+    in one thread per core (NumPy releases the GIL in its array arithmetic): the same numbers,
+    but the temporaries stay in the CPU's cache (512x512x150: 1.7-2.2 s against 4.0-6.2 s in
+    one block), and 2 cores share the work (256x256x160: 0.24-0.27 against 0.39-0.44 s).
     """
     length = dvf_mm.shape[0]
     if length <= SLAB + 2:
         return _determinant(dvf_mm, spacing_mm_xyz)
     out = np.empty(dvf_mm.shape[:-1], np.float32)
-    for start in range(0, length, SLAB):
+
+    def slab(start: int) -> None:
         stop = min(start + SLAB, length)
         lo, hi = max(start - 1, 0), min(stop + 1, length)
         out[start:stop] = _determinant(dvf_mm[lo:hi], spacing_mm_xyz)[start - lo:stop - lo]
+
+    map_in_threads(slab, range(0, length, SLAB))
     return out
 
 

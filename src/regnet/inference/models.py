@@ -79,7 +79,9 @@ def load_model(model: str | Path | None = None, dim: int = 3) -> LoadedModel:
         raise fail(path, "checksum mismatch: the shipped model file is damaged or replaced")
     payload = load_checkpoint(path)
     if "stages" in payload:
-        stages = [_stage(p, f"{path} stage {k}", entry) for k, p in enumerate(payload["stages"])]
+        shipped = {}  # a shipped model that several stages run (at other spacings) loads once
+        stages = [_stage(p, f"{path} stage {k}", entry, shipped)
+                  for k, p in enumerate(payload["stages"])]
         finest = stages[-1]
         return LoadedModel(finest.network, finest.config, finest.spacing_mm, str(path),
                            finest.intensity_p1_p99, stages, flips=int(entry.get("flips", 1)),
@@ -87,15 +89,18 @@ def load_model(model: str | Path | None = None, dim: int = 3) -> LoadedModel:
     return _from_payload(payload, str(path), entry)
 
 
-def _stage(payload: dict, where: str, entry: dict) -> LoadedModel:
-    """One stage of a multi-stage file: its own weights, or a shipped model it refers to."""
+def _stage(payload: dict, where: str, entry: dict, shipped: dict) -> LoadedModel:
+    """One stage of a multi-stage file: its own weights, or a shipped model it refers to
+    (loaded once into ``shipped``, by name; stages that share it share its network)."""
     name = payload.get("shipped")
     if name is None:
         return _from_payload(payload, where, entry)
     if name not in shipped_models()["models"]:
         raise fail(where, f"refers to the shipped model {name!r}, which this installation "
                    "lacks")
-    stage = load_model(name)
+    if name not in shipped:
+        shipped[name] = load_model(name)
+    stage = shipped[name]
     if stage.stages:
         raise fail(where, f"refers to {name!r}, itself a multi-stage model")
     run = payload.get("run_spacing_mm")

@@ -27,7 +27,7 @@ from regnet.inference import trust
 from regnet.inference.models import LoadedModel, choose_model, load_model
 from regnet.inference.options import DVF_FORMATS, RegisterOptions, register_options
 from regnet.inference.stages import prealign, reports_as_dicts, run_stages
-from regnet.intensity import intensity_percentiles, normalize
+from regnet.intensity import PERCENTILE_SAMPLE, intensity_percentiles, normalize
 from regnet.io.atomic import folder_lock, write_text_atomic
 from regnet.io.dvf import resample_dvf, write_dvf, write_transform
 from regnet.io.images import (
@@ -270,7 +270,9 @@ def _warnings(fixed_img, moving_img, loaded: LoadedModel, reports, stats, beyond
     def intensity_warning(name, image):  # only CT models carry a reference to compare with
         if reference is None:
             return None
-        values = normalize(sitk.GetArrayViewFromImage(image), norm)
+        voxels = sitk.GetArrayViewFromImage(image).ravel()
+        # the ct normalisation is per voxel: normalise intensity_percentiles' subsample only
+        values = normalize(voxels[:: max(1, voxels.size // PERCENTILE_SAMPLE)], norm)
         return trust.intensity_warning(name, intensity_percentiles(values), reference)
 
     return trust.collect(

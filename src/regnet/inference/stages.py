@@ -48,6 +48,7 @@ from regnet.intensity import normalize
 from regnet.io.dvf import resample_dvf
 from regnet.io.images import resample_isotropic
 from regnet.network.registry import DENSE
+from regnet.threads import map_in_threads
 from regnet.timing import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -323,9 +324,11 @@ def _finish(u, grid, reports, run: _Run) -> tuple[np.ndarray, sitk.Image, list[S
 
 def smooth_field(u: np.ndarray, sigma_vox: float) -> np.ndarray:
     """Gaussian smoothing (sigma in voxels) of each component of a ``(*S, C)`` field, in
-    place; returns it."""
-    for c in range(u.shape[-1]):
+    place, the components in threads (:func:`regnet.threads.map_in_threads`); returns it."""
+    def smooth(c: int) -> None:
         u[..., c] = gaussian_filter(u[..., c], sigma_vox, mode="nearest")
+
+    map_in_threads(smooth, range(u.shape[-1]))
     return u
 
 

@@ -80,7 +80,8 @@ class RegNet(nn.Module):
         """``stride`` 2 predicts every second centre per axis (4 voxels apart on a larger
         input): the last 3x3 convolution strides, the 1x1 layers after it see 1/2^n of the
         positions, and the predictions equal those at the same centres with ``stride`` 1."""
-        x = self.pool(self.full_merge(self.full_paths(full)))
+        x = self.full_merge(self.full_paths(full))
+        x = self.pool(x) if self.training else max_pool2(x)
         if self.multi:
             if low is None:
                 raise ValueError("the multi-resolution RegNet needs the low-resolution patch")
@@ -90,6 +91,18 @@ class RegNet(nn.Module):
         conv = F.conv3d if self.dim == 3 else F.conv2d
         x = last[1:](conv(x, last[0].weight, last[0].bias, stride=stride))
         return self.out(self.fc(x))
+
+
+def max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2(x2) max pooling with stride 2 of ``(B, C, *S)`` (odd lengths lose their last
+    voxel), as the maximum of shifted strided views: the same values as ``max_pool3d``, 1.7x
+    faster on a channels-last bf16 map on 2 CPU cores (4x on a contiguous one); no indices,
+    so for inference."""
+    for axis in range(2, x.dim()):
+        even = x.narrow(axis, 0, x.shape[axis] // 2 * 2)
+        x = torch.maximum(even[(slice(None),) * axis + (slice(0, None, 2),)],
+                          even[(slice(None),) * axis + (slice(1, None, 2),)])
+    return x
 
 
 def count_parameters(model: nn.Module) -> int:
