@@ -8,11 +8,12 @@ The validation pairs are those of the config's ``val_cases``; ``--split training
 the training pairs instead (every ``--every``-th), to tell underfitting from overfitting.
 Each model predicts the whole field of each pair in one stage, as a stage of ``regnet
 register`` does (the seed's patch network on its stride-2 lattice, a dense network in one pass;
-bf16 where the CPU computes it natively; no smoothing), and the endpoint error is averaged over
-the voxels the trainer's dense validation counts (every voxel in a magnitude class), by class
-too. The numbers are comparable with the ``val/epe`` that ``regnet train`` logs for a dense
-network. A multi-stage model (``regnet models --pack``) registers each pair as ``regnet
-register`` does, with its guard and smoothing: a chain of stages judged alike.
+bf16 where the CPU computes it natively; no smoothing unless ``--smooth-vox`` asks), and the
+endpoint error is averaged over the voxels the trainer's dense validation counts (every voxel
+in a magnitude class), by class too. The numbers are comparable with the ``val/epe`` that
+``regnet train`` logs for a dense network. A multi-stage model (``regnet models --pack``)
+registers each pair as ``regnet register`` does, with its guard and smoothing: a chain of
+stages judged alike.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from regnet.devices import inference_dtype  # noqa: E402
 from regnet.inference.dense import predict_field  # noqa: E402
 from regnet.inference.models import load_model  # noqa: E402
 from regnet.inference.register import register  # noqa: E402
+from regnet.inference.stages import smooth_field  # noqa: E402
 from regnet.sampling.classes import NO_CLASS  # noqa: E402
 from regnet.sampling.stream import load_pair, read_manifests  # noqa: E402
 
@@ -45,6 +47,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--split", choices=["validation", "training"], default="validation")
     parser.add_argument("--every", type=int, default=1, help="every K-th pair of the split")
+    parser.add_argument("--smooth-vox", nargs="*", type=float, default=[],
+                        help="also each one-stage field smoothed by these Gaussian sigmas "
+                        "(voxels), as regnet register smooths the seed network's")
     args = parser.parse_args()
     torch.set_num_threads(2)
     print(header())
@@ -64,7 +69,10 @@ def main() -> None:
     dtype = inference_dtype(torch.device("cpu"), "auto")
     rows = {"identity": None, **{m: load_model(m) for m in args.models}}
     for name, model in rows.items():
-        err_sum, counts, seconds = np.zeros(len(names)), np.zeros(len(names)), 0.0
+        one_stage = model is not None and not model.stages
+        sigmas = [0.0] + (args.smooth_vox if one_stage else [])
+        err_sum, counts = np.zeros((len(sigmas), len(names))), np.zeros(len(names))
+        seconds = 0.0
         for pair, (fixed, moving) in zip(loaded, images, strict=True):
             t0 = time.perf_counter()
             if model is None:
@@ -78,13 +86,17 @@ def main() -> None:
                                     Rlow=s.Rlow, dtype=dtype)
             seconds += time.perf_counter() - t0
             inside = pair.classes != NO_CLASS
-            err = np.linalg.norm(dvf - pair.dvf_mm, axis=-1)[inside]
-            np.add.at(err_sum, pair.classes[inside], err)
             np.add.at(counts, pair.classes[inside], 1)
-        by_class = " | ".join(f"{e / max(c, 1):.3f}" for e, c in zip(err_sum, counts,
-                                                                    strict=True))
-        print(f"| {name} | {err_sum.sum() / counts.sum():.3f} | {by_class} | "
-              f"{seconds / len(loaded):.1f} |", flush=True)
+            for k, sigma in enumerate(sigmas):
+                smoothed = smooth_field(dvf.copy(), sigma) if sigma > 0 else dvf
+                err = np.linalg.norm(smoothed - pair.dvf_mm, axis=-1)[inside]
+                np.add.at(err_sum[k], pair.classes[inside], err)
+        for k, sigma in enumerate(sigmas):
+            by_class = " | ".join(f"{e / max(c, 1):.3f}" for e, c in zip(err_sum[k], counts,
+                                                                        strict=True))
+            label = f"{name}, smoothed {sigma:g} vox" if sigma > 0 else name
+            print(f"| {label} | {err_sum[k].sum() / counts.sum():.3f} | {by_class} | "
+                  f"{seconds / len(loaded):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

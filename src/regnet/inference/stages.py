@@ -47,7 +47,6 @@ from regnet.inference.options import PREALIGN, RegisterOptions
 from regnet.intensity import normalize
 from regnet.io.dvf import resample_dvf
 from regnet.io.images import resample_isotropic
-from regnet.network.registry import DENSE
 from regnet.threads import map_in_threads
 from regnet.timing import Stopwatch
 
@@ -195,11 +194,11 @@ def run_stages(fixed: sitk.Image, moving: sitk.Image, loaded: LoadedModel, devic
     stage's grid (grid frame, mm). ``options`` are checked already
     (:meth:`RegisterOptions.checked`); ``watch`` (a :class:`~regnet.timing.Stopwatch`) gets the
     seconds of every network pass as ``"network"``. ``smooth_vox``: Gaussian sigma (voxels of
-    each stage's grid) applied to every residual of the seed's patch network (a dense network's
-    output is smooth already); ``unfold_field``: where several stages were kept, smooth their
-    composed field (``COMPOSED_SMOOTH_VOX``), then smooth it locally wherever it still folds
-    (:func:`regnet.geometry.jacobian.unfold`, up to 30 passes; measurements in
-    benchmarks/README.md, "Measurements behind the defaults").
+    each stage's grid) applied to every stage's residual (it lowers a dense network's error
+    as it does the seed network's: docs/training.md); ``unfold_field``: where several stages
+    were kept, smooth their composed field (``COMPOSED_SMOOTH_VOX``), then smooth it locally
+    wherever it still folds (:func:`regnet.geometry.jacobian.unfold`, up to 30 passes;
+    measurements in benchmarks/README.md, "Measurements behind the defaults").
 
     ``chain``: ``always`` runs every stage, each judged by the guard on its own step. ``auto``
     (for a multi-stage model's own stages) judges outcomes instead. It runs the coarser stages
@@ -283,7 +282,7 @@ def _run_plan(plan, run: _Run, start=None, guarded: bool = True
                           dtype=run.dtype) * scale
         t_net = time.perf_counter() - t_net
         run.watch.add("network", t_net)
-        if o.smooth_vox > 0 and name not in DENSE:
+        if o.smooth_vox > 0:
             r = smooth_field(r, o.smooth_vox)
         candidate = compose_dvfs(u, r, grid.GetSpacing())
         after_arr = run.warped(candidate, grid, norm)
