@@ -177,3 +177,20 @@ def test_memory_is_estimated_at_the_finest_stage_a_model_runs(monkeypatch):
         with pytest.raises(RuntimeError, match="stop"):
             reg.register(image, image, model="mr_multistage", stages=stages)
         assert seen[-1] == finest
+
+
+def test_large_tiles_only_where_the_memory_allows(monkeypatch):
+    """112 centres per tile side where the limit exceeds the estimate by 1 GB, 80 otherwise
+    and where the memory available is unknown; a registration records the tile it used."""
+    import SimpleITK as sitk
+
+    from regnet.inference import register as reg
+
+    assert reg.pick_tile(need_gb=2.0, limit_gb=3.0) == 112
+    assert reg.pick_tile(need_gb=2.0, limit_gb=2.9) == 80
+    monkeypatch.setattr(reg, "available_memory_gb", lambda: None)
+    assert reg.pick_tile(need_gb=2.0) == 80
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((24, 24, 24), np.float32))
+    result = reg.register(image, image, model="ct_lung_2mm", max_memory_gb=64, smooth_vox=0)
+    assert result.summary["tile"] == 112
+    assert reg.register(image, image, model="ct_lung_2mm", tile=40).summary["tile"] == 40

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,13 @@ from regnet.geometry.jacobian import jacobian_determinant, jacobian_summary
 from regnet.geometry.warp import warp_image
 from regnet.inference import trust
 from regnet.inference.models import LoadedModel, choose_model, load_model
-from regnet.inference.options import DVF_FORMATS, RegisterOptions, register_options
+from regnet.inference.options import (
+    DVF_FORMATS,
+    TILE,
+    TILE_LARGE,
+    RegisterOptions,
+    register_options,
+)
 from regnet.inference.stages import prealign, reports_as_dicts, run_stages
 from regnet.intensity import PERCENTILE_SAMPLE, intensity_percentiles, normalize
 from regnet.io.atomic import folder_lock, write_text_atomic
@@ -47,6 +53,7 @@ log = logging.getLogger(__name__)
 
 
 BYTES_PER_VOXEL = (200, 150)  # peak memory per voxel of the fixed grid and of the model grid
+TILE_LARGE_EXTRA_GB = 1.0  # a tile of TILE_LARGE centres peaks 0.8 GB above one of TILE
 BASE_GB = 2.0  # plus the interpreter and one full tile (79³ centres: 2.5 GB peak RSS in all)
 
 
@@ -140,6 +147,14 @@ def check_memory(fixed: sitk.Image, spacing_mm: float, limit_gb: float | None, n
     return need_gb
 
 
+def pick_tile(need_gb: float, limit_gb: float | None = None) -> int:
+    """``TILE_LARGE`` centres per tile side where the memory allowed (``limit_gb``, else
+    the memory available now) exceeds the job's estimate ``need_gb`` by
+    ``TILE_LARGE_EXTRA_GB``, else ``TILE``."""
+    limit = available_memory_gb() if limit_gb is None else limit_gb
+    return TILE_LARGE if limit is not None and limit - need_gb >= TILE_LARGE_EXTRA_GB else TILE
+
+
 def register(fixed, moving, model: str | Path | LoadedModel | None = None,
              options: RegisterOptions | None = None, device="auto", fixed_mask=None,
              **option_values) -> RegistrationResult:
@@ -167,7 +182,9 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None,
         loaded, choice_warning = _load(model, fixed_img, moving_img, names[0])
     options = options.checked(loaded.config.network.dim, loaded.flips, loaded.presets)
     with watch("checks"):
-        overlap = _check_pair(fixed_img, moving_img, names, loaded, options)
+        overlap, need_gb = _check_pair(fixed_img, moving_img, names, loaded, options)
+        if options.tile is None:
+            options = replace(options, tile=pick_tile(need_gb, options.max_memory_gb))
         mask = load_mask(fixed_mask, fixed_img) if fixed_mask is not None else None
     dev = pick_device(device) if isinstance(device, str) else device
     for stage_model in loaded.stages or [loaded]:
@@ -205,7 +222,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None,
                "beyond_moving_fraction": round(beyond, 4),
                "prealign": options.prealign_kind, "preset": options.preset,
                "smooth_vox": options.smooth_vox,
-               "chain": options.chain, "flips": options.flips,
+               "chain": options.chain, "flips": options.flips, "tile": options.tile,
                "precision": str(inference_dtype(dev, options.precision) or torch.float32
                                 ).removeprefix("torch."),
                "unfold": options.unfold_field and options.smooth_vox > 0,
@@ -249,7 +266,7 @@ def _load(model, fixed_img: sitk.Image, moving_img: sitk.Image, name
 def _check_pair(fixed_img, moving_img, names, loaded: LoadedModel,
                 options: RegisterOptions) -> float:
     """Raise when the images do not overlap (and nothing pre-aligns them) or the job needs
-    more memory than allowed; return the overlap fraction."""
+    more memory than allowed; return the overlap fraction and the memory needed (GB)."""
     overlap = overlap_fraction(fixed_img, moving_img)
     if overlap == 0 and options.prealign_kind == "none":
         raise RegNetError(f"{names[1]} does not overlap {names[0]} in physical space (moving "
@@ -257,8 +274,7 @@ def _check_pair(fixed_img, moving_img, names, loaded: LoadedModel,
                           f"origin {np.round(fixed_img.GetOrigin(), 1).tolist()} mm); check "
                           "the headers or pre-align the images")
     finest_mm = min(options.stages or [m.stage_spacing_mm for m in loaded.stages or [loaded]])
-    check_memory(fixed_img, finest_mm, options.max_memory_gb, names[0])
-    return overlap
+    return overlap, check_memory(fixed_img, finest_mm, options.max_memory_gb, names[0])
 
 
 def _warnings(fixed_img, moving_img, loaded: LoadedModel, reports, stats, beyond, overlap,

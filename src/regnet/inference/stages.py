@@ -43,7 +43,7 @@ from regnet.geometry.jacobian import unfold
 from regnet.geometry.warp import warp_image
 from regnet.inference.dense import predict_field
 from regnet.inference.models import LoadedModel
-from regnet.inference.options import PREALIGN, RegisterOptions
+from regnet.inference.options import PREALIGN, TILE, RegisterOptions
 from regnet.intensity import normalize
 from regnet.io.dvf import resample_dvf
 from regnet.io.images import resample_isotropic
@@ -277,7 +277,7 @@ def _run_plan(plan, run: _Run, start=None, guarded: bool = True
         t_net = time.perf_counter()
         phases = "one" if o.phases == "sparse" and 4 * spacing > SPARSE_MAX_MM else o.phases
         r = predict_field(model.network, name, moving_arr, fixed_arr, run.device,
-                          multi=s.Resolution == "multi", tile=o.tile, phases=phases, R=s.R,
+                          multi=s.Resolution == "multi", tile=o.tile or TILE, phases=phases, R=s.R,
                           Rlow=s.Rlow, flips=o.flips if spacing <= FLIPS_MAX_MM else 1,
                           dtype=run.dtype) * scale
         t_net = time.perf_counter() - t_net
