@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import logging
+import multiprocessing
 import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -234,7 +235,9 @@ def generate(images: list[str], out: str | Path, config: Config | None = None, s
     tasks = [(job, synth, seed, out) for job in mine]
     bar = tqdm(total=len(mine) * len(synth.deformMethod), desc="generate", unit="pair")
     if workers > 1:
-        pool = ProcessPoolExecutor(max_workers=workers)
+        # spawned, not forked: a fork after torch's or NumPy's threads ran here can hang
+        pool = ProcessPoolExecutor(max_workers=workers,
+                                   mp_context=multiprocessing.get_context("spawn"))
         results = pool.map(_run_job_safe, tasks)
     else:
         pool, results = None, map(_run_job_safe, tasks)
