@@ -44,7 +44,7 @@ def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, off
     reach = _reach(multi, R, Rlow)
     counts = [(n - 2 * reach - 1 - o) // 2 + 1 for n, o in zip(moving.shape, offset, strict=True)]
     out = np.zeros(tuple(-(-m // stride) for m in counts) + (ndim,), np.float32)
-    pair = torch.from_numpy(np.stack([moving, fixed])[None].astype(np.float32))
+    pair = torch.from_numpy(np.stack([moving, fixed]).astype(np.float32, copy=False)[None])
     # balanced tiles of at most `tile` centres per axis (no thin leftover tiles), each starting
     # on the output lattice
     steps = [-(-m // -(-m // tile)) for m in counts]
