@@ -17,9 +17,10 @@ def jacobian_determinant(dvf_mm: np.ndarray, spacing_mm_xyz) -> np.ndarray:
     Returns ``(D, H, W)`` / ``(H, W)`` float32.
 
     Computed in slabs of ``SLAB`` slices along the first axis, each with one slice of halo,
-    in one thread per core (NumPy releases the GIL in its array arithmetic): the same numbers,
-    but the temporaries stay in the CPU's cache (512x512x150: 1.7-2.2 s against 4.0-6.2 s in
-    one block), and 2 cores share the work (256x256x160: 0.24-0.27 against 0.39-0.44 s).
+    in threads (:func:`regnet.threads.map_in_threads`; NumPy releases the GIL in its array
+    arithmetic): the same numbers, but the temporaries stay in the CPU's cache (512x512x150:
+    1.7-2.2 s against 4.0-6.2 s in one block), and 2 cores share the work (256x256x160:
+    0.24-0.27 against 0.39-0.44 s).
     """
     length = dvf_mm.shape[0]
     if length <= SLAB + 2:
