@@ -9,7 +9,7 @@ from regnet.config import NetworkConfig
 from regnet.errors import RegNetError
 from regnet.inference.dense import predict_dense
 from regnet.network import build_network
-from regnet.network.regnet import RegNet, count_parameters
+from regnet.network.regnet import CONCATENATED_INPUTS, RegNet, count_parameters, narrowed_state
 from regnet.sampling.patches import extract_patches
 
 
@@ -118,3 +118,45 @@ def test_inference_max_pooling_equals_torchs(shape):
     assert torch.equal(max_pool2(x), pool(x, 2, 2))
     block = x[0, 0, :2, :2] if len(shape) == 4 else x[0, 0, :2, :2, :2]
     assert max_pool2(x)[(0, 0) + (0,) * (len(shape) - 2)] == block.max()
+
+
+@pytest.mark.parametrize("multi", [True, False])
+def test_a_narrowed_network_computes_what_the_wide_one_did(multi):
+    """A wide RegNet whose extra channels are silent (zero weights into and out of them, zero
+    normalisation scale and shift) computes what its kept channels compute: the network
+    narrowed from it (width 0.5) gives the same outputs, and the kept weights exactly."""
+    torch.manual_seed(0)
+    narrow = RegNet(2, multi, 0.5).eval()
+    for module in narrow.modules():
+        if isinstance(module, nn.BatchNorm2d):  # non-trivial running statistics
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    wide = RegNet(2, multi, 1.0).eval()
+    wide_state = {k: torch.zeros_like(v) for k, v in wide.state_dict().items()}
+    for key, small in narrow.state_dict().items():
+        big = wide_state[key]
+        if key.endswith("running_var"):
+            big.fill_(1.0)
+        if small.dim() == 0:
+            big.copy_(small)
+            continue
+        pieces = CONCATENATED_INPUTS.get(key, 1) if small.dim() > 1 else 1
+        if key == "head.0.0.weight" and not multi:
+            pieces = 1
+        rows = torch.arange(small.shape[0])
+        if small.dim() == 1:
+            big[rows] = small
+            continue
+        piece, wide_piece = small.shape[1] // pieces, big.shape[1] // pieces
+        cols = torch.cat([torch.arange(k * wide_piece, k * wide_piece + piece)
+                          for k in range(pieces)])
+        big[rows[:, None], cols] = small
+    wide.load_state_dict(wide_state)
+    full, low = torch.randn(3, 2, 29, 29), torch.randn(3, 2, 27, 27)
+    with torch.no_grad():
+        assert torch.allclose(wide(full, low if multi else None),
+                              narrow(full, low if multi else None), atol=1e-5)
+    again = RegNet(2, multi, 0.5).eval()
+    again.load_state_dict(narrowed_state(wide, again))
+    for key, value in narrow.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key

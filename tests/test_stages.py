@@ -166,22 +166,76 @@ def gaussian_blob_texture(rng) -> np.ndarray:
 
 
 def test_a_preset_sets_what_the_user_left_open():
-    """A preset stored with the model sets ``flips`` and ``drop_stages`` unless given; a
-    preset the model lacks is a usage error that names the ones it has."""
+    """Each of ``flips``, ``flips_min_mm`` and ``drop_stages`` comes from the user, else the
+    preset, else the model's own setting, else the default; a preset the model lacks is a
+    usage error that names the ones it has."""
     import pytest
 
     from regnet.errors import UsageError
 
-    presets = {"fast": {"drop_stages": [3], "flips": 1}, "accurate": {"flips": 4}}
-    fast = RegisterOptions(preset="fast").checked(3, model_flips=2, presets=presets)
-    assert (fast.flips, fast.drop_stages) == (1, (3,))
-    mine = RegisterOptions(preset="accurate", flips=2).checked(3, 1, presets)
-    assert (mine.flips, mine.drop_stages) == (2, ())
-    own = RegisterOptions().checked(3, model_flips=2, presets=presets)
-    assert (own.flips, own.drop_stages) == (2, ())
+    own = {"flips": 2, "flips_min_mm": 1.5, "drop_stages": [4]}
+    presets = {"fast": {"drop_stages": [3], "flips": 1}, "accurate": {"flips_min_mm": 0}}
+
+    def fields(options):
+        return options.flips, options.flips_min_mm, options.drop_stages
+
+    assert fields(RegisterOptions(preset="fast").checked(3, own, presets)) == (1, 1.5, (3,))
+    assert fields(RegisterOptions(preset="accurate").checked(3, own, presets)) == (2, 0.0, (4,))
+    assert fields(RegisterOptions(preset="accurate", flips=1, flips_min_mm=2.0).checked(
+        3, own, presets)) == (1, 2.0, (4,))
+    assert fields(RegisterOptions().checked(3, own, presets)) == (2, 1.5, (4,))
+    assert fields(RegisterOptions().checked(3)) == (1, 0.0, ())
     with pytest.raises(UsageError, match=r"offers \['fast'\]"):
-        RegisterOptions(preset="accurate").checked(3, 1, {"fast": {}})
+        RegisterOptions(preset="accurate").checked(3, {}, {"fast": {}})
     with pytest.raises(UsageError, match="no presets"):
-        RegisterOptions(preset="fast").checked(3, 1, {})
+        RegisterOptions(preset="fast").checked(3, {}, {})
     with pytest.raises(UsageError, match=r"sets \['tile'\]"):
-        RegisterOptions(preset="fast").checked(3, 1, {"fast": {"tile": 40}})
+        RegisterOptions(preset="fast").checked(3, {}, {"fast": {"tile": 40}})
+    with pytest.raises(UsageError, match=r"own setting sets \['tile'\]"):
+        RegisterOptions().checked(3, {"tile": 40})
+
+
+def test_mirrored_passes_only_from_flips_min_mm(monkeypatch):
+    """``flips`` passes run at each stage of at least ``flips_min_mm`` and at most 4 mm (the
+    MR default's 1.25 mm stage runs once); coarser and finer stages run one pass."""
+    from regnet.inference import stages
+
+    calls = []
+
+    def no_motion(model, name, moving, fixed, device, flips, **kwargs):
+        calls.append(flips)
+        return np.zeros(moving.shape + (3,), np.float32)
+
+    monkeypatch.setattr(stages, "predict_field", no_motion)
+    image = sitk.GetImageFromArray(gaussian_blob_texture(np.random.default_rng(0)))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    shipped = load_model("mr_multistage")  # 8, 4, 3, 2.5, 2.25, 2, refinement, 1.5, 1.25 mm
+    model = dataclasses.replace(shipped, stages=[shipped.stages[k] for k in (0, 1, 5, 7, 8)])
+    for flips_min_mm, expected in ((None, [1, 2, 2, 2, 2]), (1.5, [1, 2, 2, 2, 1]),
+                                   (2.0, [1, 2, 2, 1, 1])):
+        calls.clear()
+        options = RegisterOptions(chain="always", flips=2, flips_min_mm=flips_min_mm)
+        stages.run_stages(image, image, model, "cpu", options.checked(3))
+        assert calls == expected
+
+
+def test_every_shipped_setting_is_valid():
+    """Each shipped multi-stage model's own setting and presets pass the checks and leave
+    stages to run; the MR default's own setting leaves out its refinement stage (index 6)
+    and mirrors from 1.5 mm, its ``accurate`` preset runs all nine stages."""
+    from regnet.inference.stages import stage_plan
+    from regnet.network.checkpoint import shipped_models
+
+    for name in shipped_models()["models"]:
+        loaded = load_model(name)
+        for preset in [None, *loaded.presets]:
+            options = RegisterOptions(preset=preset).checked(loaded.config.network.dim,
+                                                             loaded.own, loaded.presets)
+            assert stage_plan(loaded, None, options.drop_stages)
+    mr = load_model("mr_multistage")
+    own = RegisterOptions().checked(3, mr.own, mr.presets)
+    assert [s for s, _ in stage_plan(mr, None, own.drop_stages)] == [8, 4, 3, 2.5, 2.25, 2,
+                                                                    1.5, 1.25]
+    assert (own.flips, own.flips_min_mm) == (2, 1.5)
+    accurate = RegisterOptions(preset="accurate").checked(3, mr.own, mr.presets)
+    assert len(stage_plan(mr, None, accurate.drop_stages)) == 9

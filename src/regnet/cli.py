@@ -78,7 +78,8 @@ def _register(args) -> int:
                "inverse": args.inverse, "options": RegisterOptions(
                    stages=args.stages and tuple(args.stages), prealign_kind=args.prealign,
                    guard=not args.no_guard, smooth_vox=args.smooth, chain=args.chain,
-                   phases=args.phases, flips=args.flips, max_memory_gb=args.max_memory_gb,
+                   phases=args.phases, flips=args.flips, flips_min_mm=args.flips_min_mm,
+                   max_memory_gb=args.max_memory_gb,
                    series=args.series and tuple(args.series), precision=args.precision,
                    preset=args.preset)}
     if args.pairs:
@@ -226,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average this many passes over mirrored copies of the images at each "
                         "stage of at most 4 mm (default: the model's own: 2 for the MR default, "
                         "1 for the CT default; 1: one pass, the fastest)")
+    p.add_argument("--flips-min-mm", type=float, metavar="MM",
+                   help="mirrored passes only at stages of at least this spacing (default: the "
+                        "model's own: 1.5 for the MR default, whose 1.25 mm stage runs once)")
     p.add_argument("--preset", choices=PRESETS,
                    help="a named setting the model stores: fast (fewer passes) or accurate "
                         "(more); default: the model's own; `regnet models` and the model "

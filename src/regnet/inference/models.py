@@ -38,7 +38,7 @@ class LoadedModel:
     intensity_p1_p99: list | None = None  # normalised percentiles of the training images
     stages: list[LoadedModel] = field(default_factory=list)
     run_spacing_mm: float | None = None  # a stage run at another spacing than it trained at
-    flips: int = 1  # mirrored passes averaged per fine stage (models.json's "flips")
+    own: dict = field(default_factory=dict)  # models.json's "own": the model's own options
     presets: dict = field(default_factory=dict)  # models.json's "presets": name -> options
 
     @property
@@ -84,7 +84,7 @@ def load_model(model: str | Path | None = None, dim: int = 3) -> LoadedModel:
                   for k, p in enumerate(payload["stages"])]
         finest = stages[-1]
         return LoadedModel(finest.network, finest.config, finest.spacing_mm, str(path),
-                           finest.intensity_p1_p99, stages, flips=int(entry.get("flips", 1)),
+                           finest.intensity_p1_p99, stages, own=dict(entry.get("own", {})),
                            presets=dict(entry.get("presets", {})))
     return _from_payload(payload, str(path), entry)
 
@@ -120,7 +120,7 @@ def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
     return LoadedModel(network, config, spacing, where,
                        None if reference is None else [float(v) for v in reference],
                        run_spacing_mm=None if run is None else float(run),
-                       flips=int(entry.get("flips", 1)), presets=dict(entry.get("presets", {})))
+                       own=dict(entry.get("own", {})), presets=dict(entry.get("presets", {})))
 
 
 def fold_batchnorm(network: nn.Module) -> nn.Module:

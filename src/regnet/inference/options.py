@@ -26,7 +26,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # regnet.devices.inference_dtype
 # named settings a model may store with itself (models.json "presets"): option values, as
 # ANTs' SyNQuick is a named, faster setting of SyN
 PRESETS = ("fast", "accurate")
-PRESET_FIELDS = ("flips", "drop_stages")
+PRESET_FIELDS = ("flips", "flips_min_mm", "drop_stages")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class RegisterOptions:
     images' similarity. smooth_vox: Gaussian sigma on each stage's output, 0 for the seed's raw
     prediction. unfold_field: smooth a composed field, and locally wherever it folds.
     chain: ``CHAINS``. phases: ``PHASES``. flips: mirrored passes averaged at the fine stages
-    (None: the model's own). tile: centres per tile side (None: ``TILE_LARGE`` where the
+    (None: the model's own); flips_min_mm: only at stages of at least this spacing (None: the
+    model's own, else every fine stage). tile: centres per tile side (None: ``TILE_LARGE`` where the
     memory allows, else ``TILE``). max_memory_gb: refuse larger jobs
     (None: the memory available). series: DICOM series UIDs to read. precision: the
     network's arithmetic, ``PRECISIONS`` (:func:`regnet.devices.inference_dtype`).
@@ -54,6 +55,7 @@ class RegisterOptions:
     chain: str = "auto"
     phases: str = "one"
     flips: int | None = None
+    flips_min_mm: float | None = None
     tile: int | None = None
     max_memory_gb: float | None = None
     series: tuple[str, ...] | None = None
@@ -61,25 +63,27 @@ class RegisterOptions:
     preset: str | None = None
     drop_stages: tuple[int, ...] | None = None
 
-    def checked(self, dim: int, model_flips: int = 1,
+    def checked(self, dim: int, own: dict | None = None,
                 presets: dict | None = None) -> RegisterOptions:
-        """These options for ``dim``-D images: the ``preset``'s values (from the model's
-        ``presets``) for ``PRESET_FIELDS`` left at None, then ``flips`` resolved to the
-        model's own when still None; a choice outside the constants raises a
-        :class:`UsageError`."""
-        values = {}
+        """These options for ``dim``-D images. Each of ``PRESET_FIELDS`` left at None takes
+        the ``preset``'s value (from the model's ``presets``), else the model's ``own``
+        (models.json's "own"), else the default (``flips`` 1, mirrored passes from 0 mm, no
+        stage dropped); a choice outside the constants raises a :class:`UsageError`."""
+        stored = {}
         if self.preset is not None:
             stored = (presets or {}).get(self.preset)
             if self.preset not in PRESETS or stored is None:
                 raise UsageError(f"--preset {self.preset}: this model offers "
                                  f"{sorted(presets or {}) or 'no presets'}")
-            unknown = set(stored) - set(PRESET_FIELDS)
+        for where, values in (("--preset " + str(self.preset), stored),
+                              ("the model's own setting", own or {})):
+            unknown = set(values) - set(PRESET_FIELDS)
             if unknown:
-                raise UsageError(f"--preset {self.preset}: the model's preset sets "
-                                 f"{sorted(unknown)}; a preset may set {PRESET_FIELDS}")
-            values = {k: v for k, v in stored.items() if getattr(self, k) is None}
-        options = dataclasses.replace(self, **values)
-        flips = model_flips if options.flips is None else options.flips
+                raise UsageError(f"{where} sets {sorted(unknown)}; it may set {PRESET_FIELDS}")
+        resolved = {k: next((v[k] for v in (stored, own or {}) if k in v), default)
+                    if getattr(self, k) is None else getattr(self, k)
+                    for k, default in zip(PRESET_FIELDS, (1, 0.0, ()), strict=True)}
+        flips = int(resolved["flips"])
         for name, value, allowed in (("--chain", self.chain, CHAINS),
                                      ("--phases", self.phases, PHASES),
                                      ("--prealign", self.prealign_kind, PREALIGN),
@@ -92,8 +96,9 @@ class RegisterOptions:
             raise UsageError(f"--stages {list(self.stages)}: give positive spacings in mm, "
                              "e.g. 8 4 2")
         stages = None if self.stages is None else tuple(float(s) for s in self.stages)
-        drop = tuple(int(k) for k in options.drop_stages or ())
-        return dataclasses.replace(options, flips=flips, stages=stages, drop_stages=drop)
+        return dataclasses.replace(self, flips=flips, stages=stages,
+                                   flips_min_mm=float(resolved["flips_min_mm"]),
+                                   drop_stages=tuple(int(k) for k in resolved["drop_stages"]))
 
 
 def register_options(options: RegisterOptions | None = None, **values) -> RegisterOptions:

@@ -180,7 +180,7 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None,
         fixed_img, moving_img, names = _read_pair(fixed, moving, options.series)
     with watch("model"):
         loaded, choice_warning = _load(model, fixed_img, moving_img, names[0])
-    options = options.checked(loaded.config.network.dim, loaded.flips, loaded.presets)
+    options = options.checked(loaded.config.network.dim, loaded.own, loaded.presets)
     with watch("checks"):
         overlap, need_gb = _check_pair(fixed_img, moving_img, names, loaded, options)
         if options.tile is None:
@@ -222,7 +222,9 @@ def register(fixed, moving, model: str | Path | LoadedModel | None = None,
                "beyond_moving_fraction": round(beyond, 4),
                "prealign": options.prealign_kind, "preset": options.preset,
                "smooth_vox": options.smooth_vox,
-               "chain": options.chain, "flips": options.flips, "tile": options.tile,
+               "chain": options.chain, "flips": options.flips,
+               "flips_min_mm": options.flips_min_mm, "drop_stages": list(options.drop_stages),
+               "tile": options.tile,
                "precision": str(inference_dtype(dev, options.precision) or torch.float32
                                 ).removeprefix("torch."),
                "unfold": options.unfold_field and options.smooth_vox > 0,

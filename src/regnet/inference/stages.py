@@ -276,10 +276,10 @@ def _run_plan(plan, run: _Run, start=None, guarded: bool = True
         scale = spacing / model.spacing_mm
         t_net = time.perf_counter()
         phases = "one" if o.phases == "sparse" and 4 * spacing > SPARSE_MAX_MM else o.phases
+        mirrored = o.flips_min_mm <= spacing <= FLIPS_MAX_MM
         r = predict_field(model.network, name, moving_arr, fixed_arr, run.device,
                           multi=s.Resolution == "multi", tile=o.tile or TILE, phases=phases, R=s.R,
-                          Rlow=s.Rlow, flips=o.flips if spacing <= FLIPS_MAX_MM else 1,
-                          dtype=run.dtype) * scale
+                          Rlow=s.Rlow, flips=o.flips if mirrored else 1, dtype=run.dtype) * scale
         t_net = time.perf_counter() - t_net
         run.watch.add("network", t_net)
         if o.smooth_vox > 0:

@@ -105,5 +105,35 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+# convolutions whose input is a concatenation of equal pieces: (moving, fixed) pathways, then
+# (full-resolution, low-resolution) features
+CONCATENATED_INPUTS = {"full_merge.0.0.weight": 2, "low_merge.0.0.weight": 2,
+                       "head.0.0.weight": 2}
+
+
+def narrowed_state(wide: RegNet, narrow: RegNet) -> dict[str, torch.Tensor]:
+    """A state dict for ``narrow`` (a RegNet of smaller ``width``, same ``dim`` and ``multi``)
+    from ``wide``'s weights: each layer's first channels, a concatenated input's first
+    channels of each piece. A starting point for training a cheaper network, not a
+    substitute for it."""
+    source, state = wide.state_dict(), {}
+    for key, target in narrow.state_dict().items():
+        tensor = source[key]
+        if tensor.dim() == 0:  # BatchNorm's num_batches_tracked
+            state[key] = tensor.clone()
+            continue
+        tensor = tensor[:target.shape[0]]
+        if target.dim() > 1:
+            pieces = CONCATENATED_INPUTS.get(key, 1)
+            if key == "head.0.0.weight" and not narrow.multi:  # the full features alone
+                pieces = 1
+            wide_piece, piece = tensor.shape[1] // pieces, target.shape[1] // pieces
+            keep = torch.cat([torch.arange(k * wide_piece, k * wide_piece + piece)
+                              for k in range(pieces)])
+            tensor = tensor[:, keep]
+        state[key] = tensor.clone()
+    return state
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -37,7 +37,7 @@ from regnet.network.checkpoint import (
     save_checkpoint,
 )
 from regnet.network.registry import DENSE
-from regnet.network.regnet import count_parameters
+from regnet.network.regnet import RegNet, count_parameters, narrowed_state
 from regnet.network.unet import upsample
 from regnet.sampling.crops import CropStream
 from regnet.sampling.stream import PairRecord, PatchStream, check_pair_grids, read_manifests
@@ -160,8 +160,9 @@ GROWABLE = ("fine_radius", "full_width")  # corrnet levels that --init may add
 
 def start_weights(model: nn.Module, init, config: Config) -> None:
     """Load the weights of a checkpoint or shipped model into ``model`` (``--init``): the same
-    network, or a corrnet without a level that ``model`` adds (the fine cost volume, the
-    full-resolution refinement), which starts new."""
+    network, a corrnet without a level that ``model`` adds (the fine cost volume, the
+    full-resolution refinement), which starts new, or a wider seed network, whose first
+    channels ``model`` takes (:func:`regnet.network.regnet.narrowed_state`)."""
     path, _ = resolve_model(init)
     payload = load_checkpoint(path)
     if "stages" in payload:
@@ -170,10 +171,13 @@ def start_weights(model: nn.Module, init, config: Config) -> None:
     ours, theirs = config.network, source_config.network
     added = {k: getattr(ours, k) for k in GROWABLE if getattr(theirs, k) == 0}
     grows = dataclasses.replace(theirs, **added) == ours
-    if theirs != ours and not grows:
+    narrows = (isinstance(source, RegNet) and ours.width < theirs.width
+               and dataclasses.replace(theirs, width=ours.width) == ours)
+    if theirs != ours and not grows and not narrows:
         raise UsageError(f"--init {init}: its network {theirs} differs from the config's "
                          f"{ours}")
-    missing = model.load_state_dict(source.state_dict(), strict=False).missing_keys
+    state = narrowed_state(source, model) if narrows else source.state_dict()
+    missing = model.load_state_dict(state, strict=False).missing_keys
     log.info("starting from the weights of %s%s", path,
              f" (new: {', '.join(missing)})" if missing else "")
 
