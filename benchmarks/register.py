@@ -131,7 +131,7 @@ def main():
                           f"{best[1]:.1f} | {mb:.0f} | |", flush=True)
                 if not args.no_elastix:
                     e_s, _, e_mb = in_fresh_process(run_elastix, fixed, moving)
-                    ratios = ", ".join(f"{e_s / s:.1f}x {setting}" for setting, s in timed)
+                    ratios = ", ".join(f"{e_s / s:.2f}x {setting}" for setting, s in timed)
                     print(f"| {modality} | {size} | elastix B-spline (field in memory) | "
                           f"{e_s:.1f} | | {e_mb:.0f} | {ratios} |", flush=True)
     parts = list(dict.fromkeys(p for _, row in breakdown for p in row))
