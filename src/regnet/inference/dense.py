@@ -29,22 +29,22 @@ def _reach(multi: bool, radius_full: int = 14, radius_low: int = 26) -> int:
 
 
 @torch.no_grad()
-def predict_lattice(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, offset,
-                    device: torch.device, tile: int = TILE, multi: bool = True,
-                    R: int = 14, Rlow: int = 26, lattice_vox: int = 2) -> np.ndarray:
-    """Predict at centres ``offset + lattice_vox * k`` (k = 0..m-1 per axis) of padded
-    arrays; ``lattice_vox`` is 2 (the network's own output lattice) or 4 (every second of
+def predict_lattice(model: nn.Module, pair: torch.Tensor, offset, device: torch.device,
+                    tile: int = TILE, multi: bool = True, R: int = 14, Rlow: int = 26,
+                    lattice_vox: int = 2) -> np.ndarray:
+    """Predict at centres ``offset + lattice_vox * k`` (k = 0..m-1 per axis) of a padded
+    pair; ``lattice_vox`` is 2 (the network's own output lattice) or 4 (every second of
     those, :meth:`regnet.network.regnet.RegNet.forward`'s ``stride``).
 
-    moving, fixed: padded ``(D, H, W)`` / ``(H, W)`` arrays with room for every patch.
-    Returns ``(m_z, m_y, m_x, C)`` displacements in mm (x, y, z components).
+    pair: ``(1, 2, D, H, W)`` / ``(1, 2, H, W)`` float32 (moving, fixed), padded with room for
+    every patch. Returns ``(m_z, m_y, m_x, C)`` displacements in mm (x, y, z components).
     """
     stride = lattice_vox // 2
-    ndim = moving.ndim
+    ndim = pair.dim() - 2
     reach = _reach(multi, R, Rlow)
-    counts = [(n - 2 * reach - 1 - o) // 2 + 1 for n, o in zip(moving.shape, offset, strict=True)]
+    counts = [(n - 2 * reach - 1 - o) // 2 + 1 for n, o in zip(pair.shape[2:], offset,
+                                                                  strict=True)]
     out = np.zeros(tuple(-(-m // stride) for m in counts) + (ndim,), np.float32)
-    pair = torch.from_numpy(np.stack([moving, fixed]).astype(np.float32, copy=False)[None])
     # balanced tiles of at most `tile` centres per axis (no thin leftover tiles), each starting
     # on the output lattice
     steps = [-(-m // -(-m // tile)) for m in counts]
@@ -84,20 +84,19 @@ def predict_dense(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, devic
     ndim = len(shape)
     reach = _reach(multi, R, Rlow)
     lattice_vox = 4 if phases == "sparse" else 2
-    pad = [(reach, reach + lattice_vox) for _ in shape]
-    moving_p = np.pad(moving, pad, mode="edge")
-    fixed_p = np.pad(fixed, pad, mode="edge")
+    pair = torch.from_numpy(np.stack([moving, fixed]).astype(np.float32, copy=False))[None]
+    # edge replication in one torch call: 2x faster than np.pad on each image, then a stack
+    pair = F.pad(pair, (reach, reach + lattice_vox) * ndim, mode="replicate")
     if phases == "all":
         dense = np.zeros(shape + (ndim,), np.float32)
         for offset in itertools.product((0, 1), repeat=ndim):
-            lattice = predict_lattice(model, moving_p, fixed_p, offset, device, tile, multi,
-                                      R, Rlow)
+            lattice = predict_lattice(model, pair, offset, device, tile, multi, R, Rlow)
             target = tuple(slice(o, None, 2) for o in offset)
             region = dense[target]
             region[...] = lattice[tuple(slice(0, n) for n in region.shape[:-1])]
         return dense
-    lattice = predict_lattice(model, moving_p, fixed_p, (0,) * ndim, device, tile, multi,
-                              R, Rlow, lattice_vox)
+    lattice = predict_lattice(model, pair, (0,) * ndim, device, tile, multi, R, Rlow,
+                              lattice_vox)
     grid = torch.from_numpy(lattice).permute(ndim, *range(ndim))[None]  # (1, C, m...)
     size = [lattice_vox * (m - 1) + 1 for m in lattice.shape[:-1]]
     mode = "trilinear" if ndim == 3 else "bilinear"
