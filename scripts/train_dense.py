@@ -72,20 +72,10 @@ def stage_scans(stage: str, data: Path, crops: Path) -> list[str]:
 
 def plot_curve(run: Path, out: Path) -> Path:
     """The validation EPE against steps, with the identity's, as a PNG."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from regnet.reporting.figures import validation_curve_figure
 
-    from regnet.reporting.figures import plt, save_figure
-
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, label in (("val/epe", "dense network"), ("val/epe_identity", "identity")):
-        points = events.Scalars(key)
-        ax.plot([p.step for p in points], [p.value for p in points], label=label)
-    ax.set_xlabel("step (4 crops of 64 voxels)")
-    ax.set_ylabel("validation EPE (mm)")
-    ax.legend()
-    return save_figure(fig, out)
+    return validation_curve_figure(run / "tensorboard", out, "dense network",
+                                   "step (4 crops of 64 voxels)")
 
 
 def main() -> None:

@@ -129,3 +129,25 @@ def dvf_magnitude_figure(dvfs_mm: list[np.ndarray], titles: list[str], spacing_x
         ax.axis("off")
         fig.colorbar(shown, ax=ax, fraction=0.046, label="|u| (mm)")
     return save_figure(fig, path)
+
+
+def validation_curve_figure(tensorboard_dir: str | Path, out: str | Path, label: str,
+                            xlabel: str, references: dict[str, float] | None = None) -> Path:
+    """A training run's validation EPE against steps (TensorBoard's ``val/epe``), with the
+    identity's (``val/epe_identity``) and horizontal ``references`` (name -> mm), as a PNG."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tensorboard_dir))
+    events.Reload()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, name in (("val/epe", label), ("val/epe_identity", "identity")):
+        points = events.Scalars(key)
+        ax.plot([p.step for p in points], [p.value for p in points], marker=".", label=name)
+    for name, value in (references or {}).items():
+        ax.axhline(value, linestyle="--", linewidth=1, color="grey")
+        ax.text(0.01, value, f" {name} {value:g}", transform=ax.get_yaxis_transform(),
+                va="bottom", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation EPE (mm)")
+    ax.legend()
+    return save_figure(fig, out)
