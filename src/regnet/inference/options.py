@@ -26,7 +26,9 @@ PRECISIONS = ("auto", "fp32", "bf16")  # regnet.devices.inference_dtype
 # named settings a model may store with itself (models.json "presets"): option values, as
 # ANTs' SyNQuick is a named, faster setting of SyN
 PRESETS = ("fast", "accurate")
-PRESET_FIELDS = ("flips", "flips_min_mm", "drop_stages")
+# the option values a model's own setting ("own") or a preset may give, with their defaults
+PRESET_DEFAULTS = {"flips": 1, "flips_min_mm": 0.0, "drop_stages": ()}
+PRESET_FIELDS = tuple(PRESET_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ class RegisterOptions:
     prediction. unfold_field: smooth a composed field, and locally wherever it folds.
     chain: ``CHAINS``. phases: ``PHASES``. flips: mirrored passes averaged at the fine stages
     (None: the model's own); flips_min_mm: only at stages of at least this spacing (None: the
-    model's own, else every fine stage). tile: centres per tile side (None: ``TILE_LARGE`` where the
-    memory allows, else ``TILE``). max_memory_gb: refuse larger jobs
+    model's own, else every fine stage). tile: centres per tile side (None: ``TILE_LARGE``
+    where the memory allows, else ``TILE``). max_memory_gb: refuse larger jobs
     (None: the memory available). series: DICOM series UIDs to read. precision: the
     network's arithmetic, ``PRECISIONS`` (:func:`regnet.devices.inference_dtype`).
     preset: one of ``PRESETS`` that the model stores (None: the model's defaults); it sets
@@ -67,8 +69,8 @@ class RegisterOptions:
                 presets: dict | None = None) -> RegisterOptions:
         """These options for ``dim``-D images. Each of ``PRESET_FIELDS`` left at None takes
         the ``preset``'s value (from the model's ``presets``), else the model's ``own``
-        (models.json's "own"), else the default (``flips`` 1, mirrored passes from 0 mm, no
-        stage dropped); a choice outside the constants raises a :class:`UsageError`."""
+        (models.json's "own"), else ``PRESET_DEFAULTS``; a choice outside the constants
+        raises a :class:`UsageError`."""
         stored = {}
         if self.preset is not None:
             stored = (presets or {}).get(self.preset)
@@ -80,9 +82,9 @@ class RegisterOptions:
             unknown = set(values) - set(PRESET_FIELDS)
             if unknown:
                 raise UsageError(f"{where} sets {sorted(unknown)}; it may set {PRESET_FIELDS}")
-        resolved = {k: next((v[k] for v in (stored, own or {}) if k in v), default)
-                    if getattr(self, k) is None else getattr(self, k)
-                    for k, default in zip(PRESET_FIELDS, (1, 0.0, ()), strict=True)}
+        resolved = {k: getattr(self, k) if getattr(self, k) is not None
+                    else next((v[k] for v in (stored, own or {}) if k in v), default)
+                    for k, default in PRESET_DEFAULTS.items()}
         flips = int(resolved["flips"])
         for name, value, allowed in (("--chain", self.chain, CHAINS),
                                      ("--phases", self.phases, PHASES),
