@@ -9,7 +9,7 @@ from regnet.config import NetworkConfig
 from regnet.errors import RegNetError
 from regnet.inference.dense import predict_dense
 from regnet.network import build_network
-from regnet.network.regnet import CONCATENATED_INPUTS, RegNet, count_parameters, narrowed_state
+from regnet.network.regnet import RegNet, concatenated_inputs, count_parameters, narrowed_state
 from regnet.sampling.patches import extract_patches
 
 
@@ -140,9 +140,7 @@ def test_a_narrowed_network_computes_what_the_wide_one_did(multi):
         if small.dim() == 0:
             big.copy_(small)
             continue
-        pieces = CONCATENATED_INPUTS.get(key, 1) if small.dim() > 1 else 1
-        if key == "head.0.0.weight" and not multi:
-            pieces = 1
+        pieces = concatenated_inputs(multi).get(key, 1)
         rows = torch.arange(small.shape[0])
         if small.dim() == 1:
             big[rows] = small

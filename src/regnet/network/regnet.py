@@ -105,18 +105,23 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-# convolutions whose input is a concatenation of equal pieces: (moving, fixed) pathways, then
-# (full-resolution, low-resolution) features
-CONCATENATED_INPUTS = {"full_merge.0.0.weight": 2, "low_merge.0.0.weight": 2,
-                       "head.0.0.weight": 2}
+def concatenated_inputs(multi: bool) -> dict[str, int]:
+    """The convolutions whose input is a concatenation of equal pieces, by state-dict key:
+    the (moving, fixed) pathways at each scale, then (full-resolution, low-resolution)
+    features when ``multi``."""
+    pieces = {"full_merge.0.0.weight": 2}
+    if multi:
+        pieces.update({"low_merge.0.0.weight": 2, "head.0.0.weight": 2})
+    return pieces
 
 
 def narrowed_state(wide: RegNet, narrow: RegNet) -> dict[str, torch.Tensor]:
     """A state dict for ``narrow`` (a RegNet of smaller ``width``, same ``dim`` and ``multi``)
     from ``wide``'s weights: each layer's first channels, a concatenated input's first
-    channels of each piece. A starting point for training a cheaper network, not a
-    substitute for it."""
+    channels of each piece (:func:`concatenated_inputs`). A starting point for training a
+    cheaper network, not a substitute for it."""
     source, state = wide.state_dict(), {}
+    concatenated = concatenated_inputs(narrow.multi)
     for key, target in narrow.state_dict().items():
         tensor = source[key]
         if tensor.dim() == 0:  # BatchNorm's num_batches_tracked
@@ -124,9 +129,7 @@ def narrowed_state(wide: RegNet, narrow: RegNet) -> dict[str, torch.Tensor]:
             continue
         tensor = tensor[:target.shape[0]]
         if target.dim() > 1:
-            pieces = CONCATENATED_INPUTS.get(key, 1)
-            if key == "head.0.0.weight" and not narrow.multi:  # the full features alone
-                pieces = 1
+            pieces = concatenated.get(key, 1)
             wide_piece, piece = tensor.shape[1] // pieces, target.shape[1] // pieces
             keep = torch.cat([torch.arange(k * wide_piece, k * wide_piece + piece)
                               for k in range(pieces)])
