@@ -11,8 +11,7 @@ cheaper on a 2-core CPU (benchmarks/README.md). Seeds 0 throughout.
   the 2 mm pairs of ``scripts/train_dense.py --stage 2mm`` (central crops of the ``ct_4mm``
   recipe's 17 CTs, made here when missing); ``openkbp_validation_pt209`` and ``lung2_image``
   validate. Ships ``ct_half_2mm``.
-* ``MR`` (configs/mr_half_2mm.yaml): from ``ct_half_2mm`` (as ``mr_2mm`` started from
-  ``ct_lung_2mm``), trained on the pairs of ``mr_2mm``'s recipe (its head scans, checked by
+* ``MR`` (configs/mr_half_2mm.yaml, 4,000 steps): ``mr_2mm``'s first channels, trained on the pairs of ``mr_2mm``'s recipe (its head scans, checked by
   sha256) plus pairs from 10 synthetic label-map scans (``scripts/synthetic_scans.py``); the
   FLAIR subject validates. Ships ``mr_half_2mm``.
 
@@ -42,7 +41,7 @@ from regnet.training.trainer import train  # noqa: E402
 RECIPES = {
     "CT": {"name": "ct_half_2mm", "init": "ct_lung_2mm", "anatomy":
            "chest, abdomen, head and neck (17 CTs)", "validation": "two validation patients"},
-    "MR": {"name": "mr_half_2mm", "init": "ct_half_2mm", "anatomy":
+    "MR": {"name": "mr_half_2mm", "init": "mr_2mm", "anatomy":
            "head (T1, T2, FLAIR), plus synthetic label-map scans",
            "validation": "validation subject's FLAIR"},
 }
