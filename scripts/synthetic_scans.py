@@ -17,6 +17,8 @@ from tqdm import tqdm
 from regnet.io.atomic import atomic_path
 from regnet.synthesis.labelmaps import synthetic_scan
 
+RECIPE_COUNT = 10  # the MR recipes' synthetic scans (train_mr_model.py, train_half_width.py)
+
 
 def write_synthetic_scans(out, count: int = 8, size_xyz=(112, 112, 96), spacing_mm: float = 2.0,
                           labels: int = 16, seed: int = 0) -> list[Path]:

@@ -11,9 +11,11 @@ cheaper on a 2-core CPU (benchmarks/README.md). Seeds 0 throughout.
   the 2 mm pairs of ``scripts/train_dense.py --stage 2mm`` (central crops of the ``ct_4mm``
   recipe's 17 CTs, made here when missing); ``openkbp_validation_pt209`` and ``lung2_image``
   validate. Ships ``ct_half_2mm``.
-* ``MR`` (configs/mr_half_2mm.yaml, 4,000 steps): ``mr_2mm``'s first channels, trained on the pairs of ``mr_2mm``'s recipe (its head scans, checked by
-  sha256) plus pairs from 10 synthetic label-map scans (``scripts/synthetic_scans.py``); the
-  FLAIR subject validates. Ships ``mr_half_2mm``.
+* ``MR`` (configs/mr_half_2mm.yaml, 4,000 steps): ``mr_2mm``'s first channels, trained on
+  pairs of the head scans of its recipe (``mr_half_2mm`` in configs/recipes.yaml, checked by
+  sha256; generated as for ``mr_2mm``) plus pairs from 10 synthetic label-map scans
+  (``scripts/synthetic_scans.py``); the FLAIR subject validates. Ships ``mr_half_2mm``;
+  ``scripts/train_mr_model.py`` runs this after shipping ``mr_2mm``.
 
 Every step resumes: a rerun makes only missing pairs and continues the training from
 ``WORK/run/last.pt``. ``--ship`` copies the best checkpoint into the package and indexes it.
@@ -28,9 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from recipe import ROOT, recipe_config, recipe_scans  # noqa: E402
-from synthetic_scans import write_synthetic_scans  # noqa: E402
+from synthetic_scans import RECIPE_COUNT, write_synthetic_scans  # noqa: E402
 from train_dense import stage_scans  # noqa: E402
-from train_mr_model import SYNTHETIC_SCANS  # noqa: E402
 from train_multistage import best_identity, ship_stage  # noqa: E402
 
 from regnet.config import load_config  # noqa: E402
@@ -43,7 +44,7 @@ RECIPES = {
            "chest, abdomen, head and neck (17 CTs)", "validation": "two validation patients"},
     "MR": {"name": "mr_half_2mm", "init": "mr_2mm", "anatomy":
            "head (T1, T2, FLAIR), plus synthetic label-map scans",
-           "validation": "validation subject's FLAIR"},
+           "validation": "validation subject's FLAIR, 24 pairs, motion < 8 mm"},
 }
 
 
@@ -57,12 +58,35 @@ def make_pairs(modality: str, data: Path, work: Path, workers: int) -> list[Path
                      workers=workers)
         return [pairs]
     pairs, synthetic_pairs = work / "pairs", work / "synthetic_pairs"
-    generate(recipe_scans("mr_2mm", data), pairs, recipe_config("mr_2mm", "heads"), seed=0,
+    generate(recipe_scans("mr_half_2mm", data), pairs, recipe_config("mr_2mm", "heads"), seed=0,
              workers=workers)
-    scans = write_synthetic_scans(work / "synthetic_scans", SYNTHETIC_SCANS)
+    scans = write_synthetic_scans(work / "synthetic_scans", RECIPE_COUNT)
     generate([str(p) for p in scans], synthetic_pairs, recipe_config("mr_2mm", "synthetic"),
              seed=0, workers=workers)
     return [pairs, synthetic_pairs]
+
+
+def train_half_width(modality: str, data: Path, work: Path, workers: int = 2,
+                     device: str = "auto", steps: int | None = None) -> Path:
+    """Make the pairs and train (resuming) one half-width network; returns its run folder."""
+    recipe = RECIPES[modality]
+    pairs = make_pairs(modality, data, work, workers)
+    config = load_config(ROOT / "configs" / f"{recipe['name']}.yaml")
+    run = work / "run"
+    summary = train(pairs, run, config, steps=steps, resume=(run / "last.pt").exists(),
+                    device=device, init=recipe["init"])
+    logging.info("best validation EPE %.2f mm", summary["best_val_epe_mm"])
+    return run
+
+
+def ship_half_width(modality: str, run: Path) -> None:
+    """Copy the run's best checkpoint into the package as the modality's half-width model."""
+    recipe = RECIPES[modality]
+    best = load_checkpoint(run / "best.pt")
+    ship_stage(run / "best.pt", recipe["name"], modality=modality, anatomy=recipe["anatomy"],
+               spacing="2 mm, one stage, half width",
+               validation=f"patch EPE {best['best']:.2f} mm vs identity "
+                          f"{best_identity(run):.2f} ({recipe['validation']})")
 
 
 def main() -> None:
@@ -77,21 +101,12 @@ def main() -> None:
                         help="only ship the best checkpoint as a model of the package")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    recipe = RECIPES[args.modality]
-    work = Path(args.work or ROOT / "runs" / recipe["name"])
-    run = work / "run"
+    work = Path(args.work or ROOT / "runs" / RECIPES[args.modality]["name"])
     if args.ship:
-        best = load_checkpoint(run / "best.pt")
-        ship_stage(run / "best.pt", recipe["name"], modality=args.modality,
-                   anatomy=recipe["anatomy"], spacing="2 mm, one stage, half width",
-                   validation=f"patch EPE {best['best']:.2f} mm vs identity "
-                              f"{best_identity(run):.2f} ({recipe['validation']})")
-        return
-    pairs = make_pairs(args.modality, Path(args.data), work, args.workers)
-    config = load_config(ROOT / "configs" / f"{recipe['name']}.yaml")
-    summary = train(pairs, run, config, steps=args.steps, resume=(run / "last.pt").exists(),
-                    device=args.device, init=recipe["init"])
-    logging.info("best validation EPE %.2f mm", summary["best_val_epe_mm"])
+        ship_half_width(args.modality, work / "run")
+    else:
+        train_half_width(args.modality, Path(args.data), work, args.workers, args.device,
+                         args.steps)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from recipe import RECIPES, recipe, recipe_config, recipe_scans, recipe_steps  #
 
 from regnet.network.checkpoint import INDEX  # noqa: E402
 
-MODELS = ["ct_lung_2mm", "ct_4mm", "ct_refine_2mm", "mr_2mm", "mr_brain_2d"]
+MODELS = ["ct_lung_2mm", "ct_4mm", "ct_refine_2mm", "mr_2mm", "mr_half_2mm", "mr_brain_2d"]
 
 
 def test_every_trained_shipped_model_has_a_recipe_with_steps_and_scans():

@@ -197,7 +197,7 @@ def test_a_preset_sets_what_the_user_left_open():
 
 def test_mirrored_passes_only_from_flips_min_mm(monkeypatch):
     """``flips`` passes run at each stage of at least ``flips_min_mm`` and at most 4 mm (the
-    MR default's 1.25 mm stage runs once); coarser and finer stages run one pass."""
+    ``--flips-min-mm 1.5`` runs a 1.25 mm stage once); coarser and finer stages run one pass."""
     from regnet.inference import stages
 
     calls = []
@@ -222,7 +222,8 @@ def test_mirrored_passes_only_from_flips_min_mm(monkeypatch):
 def test_every_shipped_setting_is_valid():
     """Each shipped multi-stage model's own setting and presets pass the checks and leave
     stages to run; the MR default's own setting leaves out its refinement stage (index 6)
-    and mirrors from 1.5 mm, its ``accurate`` preset runs all nine stages."""
+    and mirrors every stage from 4 mm down, its ``accurate`` preset runs all nine stages;
+    its 1.5 and 1.25 mm stages are the half-width ``mr_half_2mm``."""
     from regnet.inference.stages import stage_plan
     from regnet.network.checkpoint import shipped_models
 
@@ -236,6 +237,7 @@ def test_every_shipped_setting_is_valid():
     own = RegisterOptions().checked(3, mr.own, mr.presets)
     assert [s for s, _ in stage_plan(mr, None, own.drop_stages)] == [8, 4, 3, 2.5, 2.25, 2,
                                                                     1.5, 1.25]
-    assert (own.flips, own.flips_min_mm) == (2, 1.5)
+    assert (own.flips, own.flips_min_mm) == (2, 0)
+    assert [m.config.network.width for m in mr.stages[7:]] == [0.5, 0.5]
     accurate = RegisterOptions(preset="accurate").checked(3, mr.own, mr.presets)
     assert len(stage_plan(mr, None, accurate.drop_stages)) == 9
