@@ -164,7 +164,8 @@ def main() -> None:
                        last / "best.pt", dev, args.workers, args.ship_only)
     ship_2mm(last / "best.pt", validation_line(last))
     if not args.ship_only:
-        train_half_width("MR", Path(args.data), work / "half", args.workers, dev)
+        train_half_width("MR", Path(args.data), work / "half", args.workers, dev,
+                         recipe_steps("mr_half_2mm", "mr_half_2mm"))
     ship_half_width("MR", work / "half" / "run")
     ship_multistage(refine / "best.pt")
 
