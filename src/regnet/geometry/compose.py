@@ -95,13 +95,17 @@ def index_map(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image):
              for axis, m in enumerate(shape)]  # array axes (z, y, x)
     index = torch.empty(shape + (n,), dtype=torch.float32)
     for c in range(n):  # moving index component c (x, y, z order)
-        component = torch.full(shape, float(b[c]))
+        # the voxel terms broadcast from lines (one line for an axis-aligned grid); the field's
+        # terms are added straight into the output, one pass over it each
+        line = torch.full((1,) * n, float(b[c]))
         for k in range(n):  # k: x, y(, z) of the grid; array axis n - 1 - k
             if a_s[c, k] != 0.0:
-                component.add_(voxel[n - 1 - k], alpha=float(a_s[c, k]))
-            if a[c, k] != 0.0:
-                component.add_(u[..., k], alpha=float(a[c, k]))
-        index[..., c] = component
+                line = line.add(voxel[n - 1 - k], alpha=float(a_s[c, k]))
+        terms = [k for k in range(n) if a[c, k] != 0.0]
+        torch.add(line.expand(shape), u[..., terms[0]], alpha=float(a[c, terms[0]]),
+                  out=index[..., c])
+        for k in terms[1:]:
+            index[..., c].add_(u[..., k], alpha=float(a[c, k]))
     return index
 
 
