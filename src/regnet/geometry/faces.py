@@ -29,6 +29,7 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 from regnet.geometry.compose import moving_index, through_global
+from regnet.threads import map_in_threads
 
 FACE_MARGIN_MM = 16.0  # trust reaches 1 this far inside both images
 FACE_SIGMA_MM = 16.0  # Gaussian of the extrapolation
@@ -78,24 +79,29 @@ def normalised_convolution(values: np.ndarray, weight: np.ndarray, sigma_vox
     import torch
     import torch.nn.functional as F
 
-    shape, dim = weight.shape, weight.ndim
+    shape, dim, channels = weight.shape, weight.ndim, values.shape[-1]
     factor = [max(int(s // COARSE_SIGMA_VOX), 1) for s in sigma_vox]
-    stack = torch.from_numpy(np.concatenate(
-        [weight[None], np.moveaxis(values * weight[..., None], -1, 0)]).astype(np.float32))
+    w = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
+    stack = torch.empty((channels + 1,) + shape)  # w, then w v per channel (torch's threads)
+    stack[0] = w
+    torch.mul(torch.from_numpy(np.asarray(values, np.float32)).movedim(-1, 0), w,
+              out=stack[1:])
     if max(factor) > 1:
         pool = F.avg_pool3d if dim == 3 else F.avg_pool2d
         stack = pool(stack[None], factor, stride=factor, ceil_mode=True,
                      count_include_pad=False)[0]
-    smooth = torch.from_numpy(np.stack([
-        gaussian_filter(channel, np.divide(sigma_vox, factor), mode="nearest")
-        for channel in stack.numpy()]))
+    smooth = torch.from_numpy(np.stack(map_in_threads(
+        lambda channel: gaussian_filter(channel, np.divide(sigma_vox, factor), mode="nearest"),
+        stack.numpy())))
     if max(factor) > 1:
         smooth = F.interpolate(smooth[None], scale_factor=factor, mode="trilinear" if dim == 3
                                else "bilinear", align_corners=False)[0]
-    smooth = smooth.numpy()[(slice(None),) + tuple(slice(0, n) for n in shape)]
+        smooth = smooth[(slice(None),) + tuple(slice(0, n) for n in shape)]
     support = smooth[0]
-    ratio = np.where(support > 1e-3, smooth[1:] / np.maximum(support, 1e-3), 0.0)
-    return np.moveaxis(ratio, 0, -1), support
+    ratio = torch.empty(shape + (channels,))
+    torch.div(smooth[1:], support.clamp(min=1e-3), out=ratio.movedim(-1, 0))
+    ratio.masked_fill_((support <= 1e-3)[..., None], 0.0)
+    return ratio.numpy(), support.contiguous().numpy()
 
 
 def fade_at_faces(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image,
@@ -106,14 +112,17 @@ def fade_at_faces(dvf_mm: np.ndarray, grid: sitk.Image, moving: sitk.Image,
     normalised-convolution extrapolation near the faces (module docstring;
     :func:`normalised_convolution`). With ``global_transform`` ``A``, the mapped point is
     ``A(x + u(x))``. Returns float32."""
+    import torch  # here, not above: `regnet --help` needs no torch
+
     seen = through_global(dvf_mm, grid, global_transform)
     in_moving = face_distance_mm(moving_index(seen, grid, moving), moving.GetSize(),
                                  moving.GetSpacing())
     in_fixed = grid_face_distance_mm(dvf_mm.shape[:-1], grid.GetSpacing())
     weight = np.clip(np.minimum(in_moving, in_fixed) / margin_mm, 0.0, 1.0).astype(np.float32)
     sigma_vox = [sigma_mm / s for s in grid.GetSpacing()[::-1]]
-    out = np.array(dvf_mm, dtype=np.float32)
-    extrapolated, support = normalised_convolution(out, weight, sigma_vox)
-    extrapolated = np.where((support > 1e-3)[..., None], extrapolated, out)
-    w = weight[..., None]
-    return (w * out + (1.0 - w) * extrapolated).astype(np.float32)
+    out = torch.from_numpy(np.array(dvf_mm, dtype=np.float32))
+    extrapolated, support = map(torch.from_numpy,
+                                normalised_convolution(out.numpy(), weight, sigma_vox))
+    # w u + (1 - w) e as u + (1 - w)(e - u), and u where the extrapolation has no support
+    blend = torch.from_numpy(1.0 - weight).masked_fill_(support <= 1e-3, 0.0)
+    return out.add_(extrapolated.sub_(out).mul_(blend[..., None])).numpy()
