@@ -7,6 +7,8 @@ point ``p`` goes to ``p + u(p)`` in moving space.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -57,7 +59,10 @@ def _warp_linear(moving: sitk.Image, dvf_mm: np.ndarray, fixed_grid: sitk.Image,
         inside &= index.ge(-0.5)
         inside &= index.lt(size - 0.5)
         index.mul_(2.0 / max(size - 1, 1)).sub_(1.0)
-    image = torch.from_numpy(sitk.GetArrayFromImage(moving).astype(np.float32, copy=False))
+    # a view of the moving image's buffer, not a copy (``moving`` outlives it, and
+    # grid_sample only reads it); torch warns that the view is read-only
+    with warnings.catch_warnings(action="ignore", category=UserWarning):
+        image = torch.from_numpy(np.asarray(sitk.GetArrayViewFromImage(moving), np.float32))
     out = grid_sample_threaded(image[None, None], grid[None])[0, 0]
     out[~inside] = default
     result = sitk.GetImageFromArray(out.numpy())

@@ -164,7 +164,7 @@ class _Run:
         key = (float(spacing_mm), norm)
         if key not in self.cache:
             grid = resample_isotropic(self.fixed, spacing_mm)
-            self.cache[key] = grid, normalize(sitk.GetArrayFromImage(grid), norm)
+            self.cache[key] = grid, normalize(sitk.GetArrayViewFromImage(grid), norm)
         return self.cache[key]
 
     def warped(self, u: np.ndarray, grid: sitk.Image, norm: str) -> np.ndarray:
