@@ -3,9 +3,11 @@
 at 2 mm (configs/dense_ct_2mm.yaml), the 2 mm one grown by a fine cost volume
 (configs/corrnet_ct_2mm_fine.yaml: the 2 mm run's pairs, from its best checkpoint), and that
 one grown by a refinement at full resolution (configs/corrnet_ct_2mm_full.yaml); the 2 mm one
-without normalisation, from the start on the 2 mm pairs (configs/corrnet_ct_2mm_nonorm.yaml).
+without normalisation or with instance normalisation, from the start on the 2 mm pairs
+(configs/corrnet_ct_2mm_nonorm.yaml, configs/corrnet_ct_2mm_instance.yaml).
 
-    python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full|2mm-nonorm]
+    python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full|2mm-nonorm|
+        2mm-instance]
         [--data ../shared/data] [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
@@ -37,9 +39,11 @@ STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
           "2mm": ROOT / "configs" / "dense_ct_2mm.yaml",
           "2mm-fine": ROOT / "configs" / "corrnet_ct_2mm_fine.yaml",
           "2mm-full": ROOT / "configs" / "corrnet_ct_2mm_full.yaml",
-          "2mm-nonorm": ROOT / "configs" / "corrnet_ct_2mm_nonorm.yaml"}
+          "2mm-nonorm": ROOT / "configs" / "corrnet_ct_2mm_nonorm.yaml",
+          "2mm-instance": ROOT / "configs" / "corrnet_ct_2mm_instance.yaml"}
 AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine"}  # grows that stage's best checkpoint
-BESIDE = {"2mm-nonorm": "2mm"}  # trains from the start on that stage's pairs
+# trains from the start on that stage's pairs
+BESIDE = {"2mm-nonorm": "2mm", "2mm-instance": "2mm"}
 REGNET = [sys.executable, "-m", "regnet.cli"]
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
 
