@@ -45,6 +45,9 @@ AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine"}  # grows that stage's best c
 # trains from the start on that stage's pairs
 BESIDE = {"2mm-nonorm": "2mm", "2mm-instance": "2mm"}
 REGNET = [sys.executable, "-m", "regnet.cli"]
+# the seed network's 2 mm stage on the same 24 validation pairs, for the 2 mm stages' curves
+# (python benchmarks/stage_validation.py: docs/training.md)
+SEED_2MM = {"ct_lung_2mm": 1.479}
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
 
 
@@ -74,12 +77,13 @@ def stage_scans(stage: str, data: Path, crops: Path) -> list[str]:
     return central_crops(recipe_scans("ct_4mm", str(data)), crops)
 
 
-def plot_curve(run: Path, out: Path) -> Path:
-    """The validation EPE against steps, with the identity's, as a PNG."""
+def plot_curve(run: Path, out: Path, references: dict[str, float] | None = None) -> Path:
+    """The validation EPE against steps, with the identity's and ``references`` (name -> mm,
+    drawn as lines), as a PNG."""
     from regnet.reporting.figures import validation_curve_figure
 
     return validation_curve_figure(run / "tensorboard", out, "dense network",
-                                   "step (4 crops of 64 voxels)")
+                                   "step (4 crops of 64 voxels)", references)
 
 
 def main() -> None:
@@ -97,7 +101,8 @@ def main() -> None:
     work = Path(args.work or ROOT / "runs" / config.stem)
     before = ROOT / "runs" / STAGES[AFTER[args.stage]].stem if args.stage in AFTER else None
     if args.plot:
-        print(plot_curve(work / "run", work / "curve.png"))
+        at_2mm = not args.stage.startswith("4mm")
+        print(plot_curve(work / "run", work / "curve.png", SEED_2MM if at_2mm else None))
         return
     work.mkdir(parents=True, exist_ok=True)
     first = BESIDE.get(args.stage, args.stage)
