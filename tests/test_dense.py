@@ -3,6 +3,7 @@ files."""
 
 import csv
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from regnet.inference.dense import mirror_sets, predict_field
 from regnet.inference.models import load_model
 from regnet.inference.stages import stage_plan
 from regnet.network.checkpoint import save_checkpoint, save_multistage
-from regnet.network.corrnet import CorrNet, warp_features
+from regnet.network.corrnet import CorrNet, CostVolume, warp_features
 from regnet.network.unet import UNet, predict_whole, upsample
 from regnet.sampling.crops import crop_box, cut_crops, flip_permute_field
 from regnet.sampling.stream import LoadedPair, load_pair
@@ -155,6 +156,26 @@ def test_cost_volume_finds_where_the_fixed_feature_sits_in_the_moving_image():
     weights = torch.softmax(cost[0, :, 3, 4] * 100, 0)
     offset = (weights[:, None] * net.offsets).sum(0).flip(0) * 4 * 2.0
     assert torch.allclose(offset, torch.tensor([-16.0, 8.0]), atol=1e-3)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_cost_volume_and_its_gradients_equal_the_products_written_out(dim):
+    """Every offset's cost is the channel dot product of fixed(x) and moving(x + o), zero
+    where x + o leaves the grid, and the hand-written backward agrees with autograd through
+    those products (float64, a 5x4(x3) grid, radius 1)."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (2, 3, 5, 4, 3)[:2 + dim]
+    fixed = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    moving = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    cost = CostVolume.apply(fixed, moving, 1)
+    assert cost.shape == (2, 3**dim, *shape[2:])
+    # offset (1, -1(, 0)) at x = (0, 1(, 2)) reads moving at (1, 0(, 2))
+    k = list(itertools.product(range(-1, 2), repeat=dim)).index((1, -1, 0)[:dim])
+    at, there = (0, 1, 2)[:dim], (1, 0, 2)[:dim]
+    expected = (fixed[(0, slice(None), *at)] * moving[(0, slice(None), *there)]).sum()
+    assert torch.isclose(cost[(0, k, *at)], expected)
+    assert (cost[(0, k, *(shape[2] - 1, 1, 2)[:dim])] == 0).all()  # x + o leaves the grid
+    assert torch.autograd.gradcheck(lambda f, m: CostVolume.apply(f, m, 1), (fixed, moving))
 
 
 def test_warp_features_samples_the_moving_features_at_x_plus_the_field():
