@@ -4,10 +4,12 @@ at 2 mm (configs/dense_ct_2mm.yaml), the 2 mm one grown by a fine cost volume
 (configs/corrnet_ct_2mm_fine.yaml: the 2 mm run's pairs, from its best checkpoint), and that
 one grown by a refinement at full resolution (configs/corrnet_ct_2mm_full.yaml); the 2 mm one
 without normalisation or with instance normalisation, from the start on the 2 mm pairs
-(configs/corrnet_ct_2mm_nonorm.yaml, configs/corrnet_ct_2mm_instance.yaml).
+(configs/corrnet_ct_2mm_nonorm.yaml, configs/corrnet_ct_2mm_instance.yaml), and the
+instance-normalised one grown by both levels at once
+(configs/corrnet_ct_2mm_instance_full.yaml).
 
     python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full|2mm-nonorm|
-        2mm-instance]
+        2mm-instance|2mm-instance-full]
         [--data ../shared/data] [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
@@ -40,8 +42,10 @@ STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
           "2mm-fine": ROOT / "configs" / "corrnet_ct_2mm_fine.yaml",
           "2mm-full": ROOT / "configs" / "corrnet_ct_2mm_full.yaml",
           "2mm-nonorm": ROOT / "configs" / "corrnet_ct_2mm_nonorm.yaml",
-          "2mm-instance": ROOT / "configs" / "corrnet_ct_2mm_instance.yaml"}
-AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine"}  # grows that stage's best checkpoint
+          "2mm-instance": ROOT / "configs" / "corrnet_ct_2mm_instance.yaml",
+          "2mm-instance-full": ROOT / "configs" / "corrnet_ct_2mm_instance_full.yaml"}
+# grows that stage's best checkpoint
+AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine", "2mm-instance-full": "2mm-instance"}
 # trains from the start on that stage's pairs
 BESIDE = {"2mm-nonorm": "2mm", "2mm-instance": "2mm"}
 REGNET = [sys.executable, "-m", "regnet.cli"]
@@ -105,9 +109,9 @@ def main() -> None:
         print(plot_curve(work / "run", work / "curve.png", SEED_2MM if at_2mm else None))
         return
     work.mkdir(parents=True, exist_ok=True)
-    first = BESIDE.get(args.stage, args.stage)
-    while first in AFTER:  # a grown stage trains on the pairs of the stage it grew from
-        first = AFTER[first]
+    first = args.stage  # a grown stage trains on the pairs of the stage it grew from
+    while first in AFTER or first in BESIDE:
+        first = AFTER.get(first) or BESIDE[first]
     pairs = work / "pairs" if first == args.stage else ROOT / "runs" / STAGES[first].stem / "pairs"
     if not (pairs / "manifest.csv").exists():
         scans = stage_scans(args.stage, Path(args.data), work / "crops")
