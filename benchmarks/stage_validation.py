@@ -2,7 +2,7 @@
 
     python benchmarks/stage_validation.py --pairs runs/dense_ct_2mm/pairs \
         --config configs/dense_ct_2mm.yaml --models ct_lung_2mm runs/dense_ct_2mm/run/best.pt \
-        [--split training --every 15]
+        [--split training --every 15] [--smooth-vox 2] [--flips 1 2 4]
 
 The validation pairs are those of the config's ``val_cases``; ``--split training`` judges
 the training pairs instead (every ``--every``-th), to tell underfitting from overfitting.
@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--smooth-vox", nargs="*", type=float, default=[],
                         help="also each one-stage field smoothed by these Gaussian sigmas "
                         "(voxels), as regnet register smooths the seed network's")
+    parser.add_argument("--flips", nargs="+", type=int, default=[1],
+                        help="one-stage models: a row for each of these numbers of mirrored passes "
+                        "averaged (regnet register --flips)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     print(header())
@@ -67,8 +70,13 @@ def main() -> None:
     print(f"| model | EPE, all (mm) | {' | '.join(names)} | seconds per pair |")
     print("|---|---|" + "---|" * len(names) + "---|")
     dtype = inference_dtype(torch.device("cpu"), "auto")
-    rows = {"identity": None, **{m: load_model(m) for m in args.models}}
-    for name, model in rows.items():
+    rows = [("identity", None, 1)]
+    for name in args.models:
+        model = load_model(name)
+        for flips in args.flips if not model.stages else [1]:
+            rows.append((name if flips == 1 else f"{name}, {flips} mirrored passes", model,
+                         flips))
+    for name, model, flips in rows:
         one_stage = model is not None and not model.stages
         sigmas = [0.0] + (args.smooth_vox if one_stage else [])
         err_sum, counts = np.zeros((len(sigmas), len(names))), np.zeros(len(names))
@@ -83,7 +91,7 @@ def main() -> None:
                 s = model.config.sampling
                 dvf = predict_field(model.network, model.config.network.name, pair.moving,
                                     pair.fixed, "cpu", multi=s.Resolution == "multi", R=s.R,
-                                    Rlow=s.Rlow, dtype=dtype)
+                                    Rlow=s.Rlow, flips=flips, dtype=dtype)
             seconds += time.perf_counter() - t0
             inside = pair.classes != NO_CLASS
             np.add.at(counts, pair.classes[inside], 1)
