@@ -5,7 +5,7 @@ ten minutes: pairs, training, validation, and the stage's forward pass at 256x25
         [--out gpu_scans]
     python scripts/gpu_dense.py run [--stage 2mm|4mm-corr] [--scans gpu_scans]
         [--work /tmp/regnet-gpu-dense] [--steps N] [--batch-size 32] [--device cuda]
-        [--workers 16] [--fine-radius K] [--full-width C]
+        [--workers 16] [--fine-radius K] [--full-width C] [--norm instance] [--width W]
 
 ``pack`` runs where the data is: the CTs that ``scripts/train_dense.py --stage STAGE`` trains
 on (for ``2mm``, their central crops), resampled to the stage's spacing (linear, int16), a few
@@ -13,10 +13,11 @@ MB in all, so that the folder can travel to a machine without the data. ``run`` 
 GPU machine: ``regnet generate`` (seed 0) on those scans, ``regnet train`` (seed 0; the config
 with ``--batch-size`` crops a step and its steps scaled down to see as many crops, unless
 ``--steps``; ``--fine-radius`` and ``--full-width`` add those levels from the start, which on
-a CPU are grown one run at a time), then prints the run's validation curve (EPE over the
-whole validation pairs against the identity's) and the trained stage's forward pass over a
-64x64x40 and a 128x128x80 grid (256x256x160 mm at 4 and at 2 mm): median of 10, bf16. Try
-it on a CPU first with ``--device cpu --steps 4``.
+a CPU are grown one run at a time; ``--norm`` and ``--width`` change the network), then
+prints the run's validation curve (EPE over the whole validation pairs against the
+identity's) and the trained stage's forward pass over a 64x64x40 and a 128x128x80 grid
+(256x256x160 mm at 4 and at 2 mm): median of 10, bf16. Try it on a CPU first with ``--device
+cpu --steps 4``.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def run(args) -> None:
     steps = args.steps or crops // args.batch_size
     config["training"].update(batch_size=args.batch_size, num_workers=min(args.workers, 8),
                               val_every=max(steps // 6, min(steps, 50)))
-    for key in ("fine_radius", "full_width", "norm"):
+    for key in ("fine_radius", "full_width", "norm", "width"):
         if getattr(args, key) is not None:
             config["network"][key] = getattr(args, key)
     work.mkdir(parents=True, exist_ok=True)
@@ -142,6 +143,9 @@ def main() -> None:
     p.add_argument("--norm", choices=["batch", "instance", "group", "none"],
                    help="the normalisation layers (default: the config's; instance learned the "
                         "2 mm CT pairs fastest on the CPU)")
+    p.add_argument("--width", type=float, help="corrnet: its channels times this (default: "
+                   "the config's; at width 1 the 2 mm network fits its training pairs no "
+                   "better than its validation pairs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "pack":
