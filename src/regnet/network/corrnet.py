@@ -74,8 +74,7 @@ class CostVolume(torch.autograd.Function):
         padded = F.pad(moving, [radius] * (2 * len(shape)))
         windows = [(slice(None), slice(None), *(slice(radius + o, radius + o + n)
                                                 for o, n in zip(offset, shape, strict=True)))
-                   for offset in itertools.product(range(-radius, radius + 1),
-                                                   repeat=len(shape))]
+                   for offset in _offsets(radius, len(shape)).long().tolist()]
         cost = fixed.new_empty(fixed.shape[0], len(windows), *shape)
         for k, window in enumerate(windows):
             torch.sum(fixed * padded[window], 1, out=cost[:, k])
