@@ -36,6 +36,7 @@ from regnet.inference.dense import predict_field  # noqa: E402
 from regnet.inference.models import load_model  # noqa: E402
 from regnet.inference.register import register  # noqa: E402
 from regnet.inference.stages import smooth_field  # noqa: E402
+from regnet.network.registry import dense_crop  # noqa: E402
 from regnet.sampling.classes import NO_CLASS  # noqa: E402
 from regnet.sampling.stream import load_pair, read_manifests  # noqa: E402
 
@@ -91,7 +92,8 @@ def main() -> None:
                 s = model.config.sampling
                 dvf = predict_field(model.network, model.config.network.name, pair.moving,
                                     pair.fixed, "cpu", multi=s.Resolution == "multi", R=s.R,
-                                    Rlow=s.Rlow, flips=flips, dtype=dtype)
+                                    Rlow=s.Rlow, flips=flips, dtype=dtype,
+                                    crop=dense_crop(model.config.network))
             seconds += time.perf_counter() - t0
             inside = pair.classes != NO_CLASS
             np.add.at(counts, pair.classes[inside], 1)

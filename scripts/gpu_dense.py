@@ -6,16 +6,19 @@ ten minutes: pairs, training, validation, and the stage's forward pass at 256x25
     python scripts/gpu_dense.py run [--stage 2mm|4mm-corr] [--scans gpu_scans]
         [--work /tmp/regnet-gpu-dense] [--steps N] [--batch-size 32] [--device cuda]
         [--workers 16] [--fine-radius K] [--full-width C] [--norm instance] [--width W]
+        [--max-minutes M] [--val-every N] [--lr LR]
 
 ``pack`` runs where the data is: the CTs that ``scripts/train_dense.py --stage STAGE`` trains
 on (for ``2mm``, their central crops), resampled to the stage's spacing (linear, int16), a few
 MB in all, so that the folder can travel to a machine without the data. ``run`` runs on the
 GPU machine: ``regnet generate`` (seed 0) on those scans, ``regnet train`` (seed 0; the config
 with ``--batch-size`` crops a step and its steps scaled down to see as many crops, unless
-``--steps``; ``--fine-radius`` and ``--full-width`` add those levels from the start, which on
-a CPU are grown one run at a time; ``--norm`` and ``--width`` change the network), then
-prints the run's validation curve (EPE over the whole validation pairs against the
-identity's) and the trained stage's forward pass over a 64x64x40 and a 128x128x80 grid
+``--steps``; ``--max-minutes`` ends it earlier, its cosine schedule fitted to the time as
+``regnet train --max-minutes`` does; ``--fine-radius`` and ``--full-width`` add those levels
+from the start, which on a CPU are grown one run at a time; ``--norm``, ``--width`` and
+``--lr`` change the network and its learning rate), then prints the run's validation curve
+(EPE over the whole validation pairs against the identity's, every ``--val-every`` steps or
+six times a run) and the trained stage's forward pass over a 64x64x40 and a 128x128x80 grid
 (256x256x160 mm at 4 and at 2 mm): median of 10, bf16. Try it on a CPU first with ``--device
 cpu --steps 4``.
 """
@@ -31,16 +34,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from recipe import ROOT  # noqa: E402
-from train_dense import STAGES, stage_scans  # noqa: E402
+from train_dense import SEED_2MM, STAGES, plot_curve, stage_scans  # noqa: E402
 
 from regnet.inference.models import load_model  # noqa: E402
 from regnet.io.images import resample_isotropic, write_image  # noqa: E402
+from regnet.network.checkpoint import load_checkpoint  # noqa: E402
+from regnet.network.registry import dense_crop  # noqa: E402
+from regnet.network.unet import predict_whole  # noqa: E402
 from regnet.synthesis.generate import case_name  # noqa: E402
 
 REGNET = [sys.executable, "-m", "regnet.cli"]
@@ -60,17 +67,18 @@ def pack(stage: str, data: Path, out: Path) -> None:
 
 
 def forward_seconds(model, shape: tuple[int, ...], device: torch.device) -> float:
-    """Median seconds of 10 forward passes over a random pair of ``shape`` (z, y, x), bf16."""
-    pair = torch.randn(1, 2, *shape, device=device)
+    """Median seconds of 10 predictions of the field over a random pair of ``shape`` (z, y,
+    x) as a stage of ``regnet register`` makes them (in crops where
+    :func:`~regnet.network.registry.dense_crop` says so; from and to host arrays), bf16."""
+    moving, fixed = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    crop = dense_crop(model.config.network)
     times = []
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         for _ in range(12):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            model.network.dense(pair)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            predict_whole(model.network, moving, fixed, device, crop)
             times.append(time.perf_counter() - t0)
     return sorted(times[2:])[len(times[2:]) // 2]
 
@@ -90,7 +98,9 @@ def run(args) -> None:
     crops = config["training"]["steps"] * config["training"]["batch_size"]
     steps = args.steps or crops // args.batch_size
     config["training"].update(batch_size=args.batch_size, num_workers=min(args.workers, 8),
-                              val_every=max(steps // 6, min(steps, 50)))
+                              val_every=args.val_every or max(steps // 6, min(steps, 50)))
+    if args.lr:
+        config["training"]["lr"] = args.lr
     for key in ("fine_radius", "full_width", "norm", "width"):
         if getattr(args, key) is not None:
             config["network"][key] = getattr(args, key)
@@ -100,6 +110,8 @@ def run(args) -> None:
     command = [*REGNET, "train", "--data", str(pairs), "--out", str(run_dir), "--config",
                str(work / "config.yaml"), "--seed", "0", "--device", args.device,
                "--steps", str(steps)]
+    if args.max_minutes:
+        command += ["--max-minutes", str(args.max_minutes)]
     if (run_dir / "last.pt").exists():
         command.append("--resume")
     subprocess.run(command, check=True)
@@ -114,13 +126,17 @@ def run(args) -> None:
     model = load_model(run_dir / "best.pt")
     model.network.to(device)
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-              "steps": steps, "batch_size": args.batch_size, "seconds_pairs": round(t_pairs),
+              "steps": steps, "steps_done": load_checkpoint(run_dir / "last.pt")["step"],
+              "best_step": load_checkpoint(run_dir / "best.pt")["step"],
+              "batch_size": args.batch_size, "seconds_pairs": round(t_pairs),
               "seconds_training": round(t_train), "val_epe_by_step": curve,
               "val_epe_identity": round(identity, 3),
               "forward_s_64x64x40": round(forward_seconds(model, (40, 64, 64), device), 4),
               "forward_s_128x128x80": round(forward_seconds(model, (80, 128, 128), device), 4)}
     print(json.dumps(result, indent=1))
     (work / "result.json").write_text(json.dumps(result, indent=1))
+    plot_curve(run_dir, work / "curve.png", SEED_2MM if args.stage == "2mm" else None,
+               crops=args.batch_size)
 
 
 def main() -> None:
@@ -136,6 +152,9 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/regnet-gpu-dense")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-minutes", type=float, help="end training after this long")
+    p.add_argument("--val-every", type=int, help="steps between validations")
+    p.add_argument("--lr", type=float, help="the learning rate (default: the config's)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--fine-radius", type=int, help="corrnet: the fine cost volume's reach")

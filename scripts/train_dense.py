@@ -81,13 +81,14 @@ def stage_scans(stage: str, data: Path, crops: Path) -> list[str]:
     return central_crops(recipe_scans("ct_4mm", str(data)), crops)
 
 
-def plot_curve(run: Path, out: Path, references: dict[str, float] | None = None) -> Path:
-    """The validation EPE against steps, with the identity's and ``references`` (name -> mm,
-    drawn as lines), as a PNG."""
+def plot_curve(run: Path, out: Path, references: dict[str, float] | None = None,
+               crops: int = 4) -> Path:
+    """The validation EPE against steps of ``crops`` crops, with the identity's and
+    ``references`` (name -> mm, drawn as lines), as a PNG."""
     from regnet.reporting.figures import validation_curve_figure
 
     return validation_curve_figure(run / "tensorboard", out, "dense network",
-                                   "step (4 crops of 64 voxels)", references)
+                                   f"step ({crops} crops of 64 voxels)", references)
 
 
 def main() -> None:

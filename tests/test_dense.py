@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from regnet.cli import main
-from regnet.config import config_from_dict, load_config
+from regnet.config import NetworkConfig, config_from_dict, load_config
 from regnet.errors import RegNetError, UsageError
 from regnet.inference.dense import mirror_sets, predict_field
 from regnet.inference.models import load_model
 from regnet.inference.stages import stage_plan
 from regnet.network.checkpoint import save_checkpoint, save_multistage
 from regnet.network.corrnet import CorrNet, CostVolume, warp_features
+from regnet.network.registry import dense_crop
 from regnet.network.unet import UNet, predict_whole, upsample
 from regnet.sampling.crops import crop_box, cut_crops, flip_permute_field
 from regnet.sampling.stream import LoadedPair, load_pair
@@ -53,6 +54,58 @@ def test_predict_whole_pads_odd_shapes_and_is_translation_consistent():
     out = predict_whole(net, moving, moving, "cpu")
     assert out.shape == (19, 23, 17, 3)
     assert np.allclose(out, [1.0, -2.0, 0.5], atol=1e-6)
+
+
+class PointwiseNet(torch.nn.Module):
+    """A dense 'network' whose field at a voxel depends on that voxel alone: (x, y, z) =
+    (moving - 2 fixed, 3 moving, fixed)."""
+
+    def dense(self, pair):
+        m, f = pair[:, 0], pair[:, 1]
+        return torch.stack([m - 2 * f, 3 * m, f], 1)
+
+    def eval(self):
+        return self
+
+
+class MeanNet(PointwiseNet):
+    """A dense 'network' that, like instance normalisation, depends on its input's extent:
+    every component is the mean of the moving image over the input it was given."""
+
+    def dense(self, pair):
+        mean = pair[:, 0].mean(dim=(1, 2, 3))
+        return mean.view(-1, 1, 1, 1, 1).expand(-1, 3, *pair.shape[2:])
+
+
+def test_predict_whole_in_crops_equals_one_pass_where_a_voxel_depends_on_itself_alone():
+    rng = np.random.default_rng(3)
+    moving, fixed = rng.random((2, 40, 23, 37)).astype(np.float32)
+    one = predict_whole(PointwiseNet(), moving, fixed, "cpu")
+    assert np.allclose(one[..., 0], moving - 2 * fixed, atol=1e-6)
+    # every voxel covered, the tents' weights normalised: the same field to 1e-4 mm
+    in_crops = predict_whole(PointwiseNet(), moving, fixed, "cpu", crop=16)
+    assert np.abs(in_crops - one).max() < 1e-4
+
+
+def test_predict_whole_in_crops_gives_each_crop_its_own_statistics():
+    # x < 32 is 0, x >= 32 is 1; crops of 32 along x start at 0, 16 and 32 (means 0, 0.5, 1)
+    moving = np.zeros((8, 8, 64), np.float32)
+    moving[..., 32:] = 1
+    assert np.allclose(predict_whole(MeanNet(), moving, moving, "cpu"), 0.5)
+    field = predict_whole(MeanNet(), moving, moving, "cpu", crop=32)[0, 0, :, 0]
+    assert np.allclose(field[:16], 0) and np.allclose(field[48:], 1)  # one crop each
+    # x = 16: the first crop's tent is 16 there, the second's 1: (16 * 0 + 1 * 0.5) / 17
+    assert field[16] == pytest.approx(0.5 / 17)
+    # x = 31: the first crop's tent is 1, the second's 16: (1 * 0 + 16 * 0.5) / 17
+    assert field[31] == pytest.approx(8 / 17)
+
+
+def test_dense_crop_is_the_training_crop_where_normalisation_depends_on_the_input():
+    assert dense_crop(NetworkConfig(name="corrnet", crop=48, norm="instance")) == 48
+    assert dense_crop(NetworkConfig(name="unet", crop=64, norm="group")) == 64
+    assert dense_crop(NetworkConfig(name="unet", crop=64, norm="batch")) is None
+    assert dense_crop(NetworkConfig(name="corrnet", crop=64, norm="none")) is None
+    assert dense_crop(NetworkConfig(name="regnet_multi", norm="instance")) is None
 
 
 class GradientNet(torch.nn.Module):

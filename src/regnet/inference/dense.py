@@ -124,9 +124,11 @@ def mirror_sets(ndim: int, flips: int) -> list[tuple[int, ...]]:
 def predict_field(model: nn.Module, network_name: str, moving: np.ndarray, fixed: np.ndarray,
                   device, multi: bool = True, tile: int = TILE, phases: str = "one",
                   R: int = 14, Rlow: int = 26, flips: int = 1,
-                  dtype: torch.dtype | None = None) -> np.ndarray:
-    """Dense ``dvf_mm`` ``(D, H, W, C)`` from any network: a dense one in one pass
-    (:func:`predict_whole`), the seed's patch network on its lattice (:func:`predict_dense`).
+                  dtype: torch.dtype | None = None, crop: int | None = None) -> np.ndarray:
+    """Dense ``dvf_mm`` ``(D, H, W, C)`` from any network: a dense one in one pass, or in
+    overlapping crops of ``crop`` voxels (:func:`predict_whole`;
+    :func:`regnet.network.registry.dense_crop` says which), the seed's patch network on its
+    lattice (:func:`predict_dense`).
 
     ``flips`` > 1 averages that many passes over mirrored copies of both images
     (:func:`mirror_sets`), each prediction mirrored back with its mirrored components negated:
@@ -141,7 +143,7 @@ def predict_field(model: nn.Module, network_name: str, moving: np.ndarray, fixed
         f = np.ascontiguousarray(np.flip(fixed, axes)) if axes else fixed
         with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
             if network_name in DENSE:
-                r = predict_whole(model, m, f, device)
+                r = predict_whole(model, m, f, device, crop)
             else:
                 r = predict_dense(model, m, f, device, multi, tile, phases, R, Rlow)
         if axes:

@@ -22,6 +22,14 @@ _REGISTRY: dict[str, Callable[[NetworkConfig], nn.Module]] = {
 DENSE = {"unet", "corrnet"}  # predict a whole field (trained on crops, not centre voxels)
 
 
+def dense_crop(config: NetworkConfig) -> int | None:
+    """The crop in which a dense network predicts an image larger than it
+    (:func:`regnet.network.unet.predict_whole`): its training crop where its normalisation
+    takes statistics over the input (instance, group), so that it sees the extent it learned
+    on; None (one pass) for any other network."""
+    return config.crop if config.name in DENSE and config.norm in ("instance", "group") else None
+
+
 def register_network(name: str, builder: Callable[[NetworkConfig], nn.Module]) -> None:
     _REGISTRY[name] = builder
 

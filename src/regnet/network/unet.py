@@ -13,6 +13,8 @@ far more steps than the patch network to leave the identity).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -87,15 +89,56 @@ def upsample(half: torch.Tensor, shape) -> torch.Tensor:
                          else "bilinear", align_corners=False)
 
 
+CROPS_PER_PASS = 4  # crops of predict_whole batched into one forward pass
+
+
 @torch.no_grad()
-def predict_whole(model: nn.Module, moving: np.ndarray, fixed: np.ndarray,
-                  device) -> np.ndarray:
+def predict_whole(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, device,
+                  crop: int | None = None) -> np.ndarray:
     """Dense ``dvf_mm`` ``(D, H, W, C)`` from a dense network (:mod:`regnet.network.unet`)
     in one pass over the whole image, padded at the far faces by edge replication to a
-    multiple of ``2**LEVELS`` voxels per axis."""
+    multiple of ``2**LEVELS`` voxels per axis.
+
+    ``crop``: along each axis longer than ``crop`` voxels, predict instead in crops of
+    ``crop`` voxels at most half a crop apart, each prediction weighted by a tent that falls
+    linearly from its centre to its faces. A network whose normalisation takes its statistics
+    over its input (instance or group) then sees inputs of the extent it was trained on."""
     model.eval()
-    pad = [(0, -n % 2**LEVELS) for n in moving.shape]
-    pair = np.stack([np.pad(moving, pad, mode="edge"), np.pad(fixed, pad, mode="edge")])
-    out = model.dense(torch.from_numpy(pair[None].astype(np.float32)).to(device)).float()[0]
-    out = out[(slice(None),) + tuple(slice(0, n) for n in moving.shape)]
-    return np.ascontiguousarray(out.permute(*range(1, moving.ndim + 1), 0).cpu().numpy())
+    if crop is None or all(n <= crop for n in moving.shape):
+        return _one_pass(model, np.stack([moving, fixed])[None], device)[0]
+    boxes = list(itertools.product(*(_crop_starts(n, crop) for n in moving.shape)))
+    sizes = [min(n, crop) for n in moving.shape]
+    tent = np.ones(sizes, np.float32)
+    for axis, size in enumerate(sizes):
+        ramp = np.minimum(np.arange(size) + 1, size - np.arange(size)).astype(np.float32)
+        tent = tent * ramp.reshape([-1 if a == axis else 1 for a in range(moving.ndim)])
+    total = np.zeros(moving.shape + (moving.ndim,), np.float32)
+    weight = np.zeros(moving.shape, np.float32)
+    for first in range(0, len(boxes), CROPS_PER_PASS):
+        slices = [tuple(slice(a, a + n) for a, n in zip(box, sizes, strict=True))
+                  for box in boxes[first:first + CROPS_PER_PASS]]
+        pairs = np.stack([np.stack([moving[sl], fixed[sl]]) for sl in slices])
+        for sl, field in zip(slices, _one_pass(model, pairs, device), strict=True):
+            total[sl] += field * tent[..., None]
+            weight[sl] += tent
+    return total / weight[..., None]
+
+
+def _crop_starts(n: int, crop: int) -> list[int]:
+    """Starts of crops of ``crop`` voxels (the whole axis if shorter) covering ``n`` voxels,
+    evenly spaced at most ``crop // 2`` apart."""
+    if n <= crop:
+        return [0]
+    gaps = -(-(n - crop) // max(crop // 2, 1))
+    return [round(i * (n - crop) / gaps) for i in range(gaps + 1)]
+
+
+def _one_pass(model: nn.Module, pairs: np.ndarray, device) -> np.ndarray:
+    """``(N, *S, C)`` fields of ``pairs`` ``(N, 2, *S)`` (moving, fixed) in one forward pass,
+    padded at the far faces by edge replication to a multiple of ``2**LEVELS`` per axis."""
+    shape = pairs.shape[2:]
+    pad = [(0, 0), (0, 0)] + [(0, -n % 2**LEVELS) for n in shape]
+    batch = torch.from_numpy(np.pad(pairs, pad, mode="edge").astype(np.float32)).to(device)
+    out = model.dense(batch).float()[(slice(None), slice(None)) + tuple(slice(0, n)
+                                                                        for n in shape)]
+    return np.ascontiguousarray(out.permute(0, *range(2, len(shape) + 2), 1).cpu().numpy())

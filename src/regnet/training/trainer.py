@@ -36,7 +36,7 @@ from regnet.network.checkpoint import (
     resolve_model,
     save_checkpoint,
 )
-from regnet.network.registry import DENSE
+from regnet.network.registry import DENSE, dense_crop
 from regnet.network.regnet import RegNet, count_parameters, narrowed_state
 from regnet.network.unet import upsample
 from regnet.sampling.crops import CropStream
@@ -342,7 +342,8 @@ class _Run:
     def validate_and_keep_best(self) -> dict:
         t_val = time.perf_counter()
         sampling = self.config.sampling
-        result = (validate_dense(self.model, self.val_pairs, sampling, self.dev) if self.dense
+        result = (validate_dense(self.model, self.val_pairs, sampling, self.dev,
+                                 dense_crop(self.config.network)) if self.dense
                   else validate(self.model, self.val_pairs, self.val_centres, sampling,
                                 self.dev))
         for key, value in result.items():

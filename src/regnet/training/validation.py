@@ -76,8 +76,9 @@ def validate(model: nn.Module, pairs: list[PairRecord], centres, config: Samplin
 
 @torch.no_grad()
 def validate_dense(model: nn.Module, pairs: list[PairRecord], config: SamplingConfig,
-                   device: torch.device) -> dict:
-    """A dense network over each whole validation pair: endpoint error (mm) over every voxel
+                   device: torch.device, crop: int | None = None) -> dict:
+    """A dense network over each whole validation pair (in crops of ``crop`` voxels where
+    given: :func:`~regnet.network.unet.predict_whole`): endpoint error (mm) over every voxel
     in a magnitude class (inside the slab, for a one-case split), by class too, and of the
     identity; ``loss`` is the mean Huber loss per component over those voxels."""
     was_training = model.training
@@ -86,7 +87,7 @@ def validate_dense(model: nn.Module, pairs: list[PairRecord], config: SamplingCo
     loss_sum = 0.0
     for pair in pairs:
         loaded = load_pair(pair, config)
-        pred = predict_whole(model, loaded.moving, loaded.fixed, device)
+        pred = predict_whole(model, loaded.moving, loaded.fixed, device, crop)
         inside = loaded.classes != NO_CLASS
         lab = loaded.classes[inside]
         diff = (pred - loaded.dvf_mm)[inside]
