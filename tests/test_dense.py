@@ -15,7 +15,7 @@ from regnet.errors import RegNetError, UsageError
 from regnet.inference.dense import mirror_sets, predict_field
 from regnet.inference.models import load_model
 from regnet.inference.stages import stage_plan
-from regnet.network.checkpoint import save_checkpoint, save_multistage
+from regnet.network.checkpoint import load_checkpoint, save_checkpoint, save_multistage
 from regnet.network.corrnet import CorrNet, CostVolume, warp_features
 from regnet.network.registry import dense_crop
 from regnet.network.unet import UNet, predict_whole, upsample
@@ -323,8 +323,15 @@ def test_dense_training_runs_validates_and_resumes(dataset_2d, tmp_path, network
     summary = train([dataset_2d], run, config, seed=0)
     assert summary["steps"] == 10 and np.isfinite(summary["validation"]["epe"])
     assert summary["validation"]["epe_identity"] > 0
+    state = load_checkpoint(run / "last.pt")
+    assert state["val_crop"] == config.network.crop  # group normalisation: in crops
+    del state["val_crop"]  # as a checkpoint validated in one pass, with an unbeatable best
+    state["best"] = 0.0
+    save_checkpoint(run / "last.pt", state)
     resumed = train([dataset_2d], run, config, steps=14, resume=True)
     assert resumed["started_at"] == 10 and resumed["steps"] == 14
+    # validated otherwise before: the resumed run's validation at step 14 sets the best
+    assert resumed["best_val_epe_mm"] == resumed["validation"]["epe"] > 0
 
 
 def test_multistage_config_picks_a_stage(tmp_path):

@@ -278,6 +278,7 @@ class _Run:
         self.train_pairs, self.val_pairs = split_by_case(pairs, config)
         self.intensity = training_intensity(self.train_pairs, config) if self.main_rank else None
         self.dense = config.network.name in DENSE
+        self.val_crop = dense_crop(config.network)
         self.step = self.start_step = 0
         self.best = math.inf
 
@@ -301,6 +302,11 @@ class _Run:
             self.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
             self.start_step, self.best = int(state["step"]), float(state["best"])
+            if state.get("val_crop") != self.val_crop:  # validated otherwise: not comparable
+                log.info("validation now predicts %s (the checkpoint's best, %.3f mm, did "
+                         "not): the next validation sets the best", self._val_mode(),
+                         self.best)
+                self.best = math.inf
         if hasattr(self.model, "voxel_mm"):  # a network that converts voxels to mm itself
             self.model.voxel_mm.fill_(self.spacing_mm)
         self.step = self.start_step
@@ -319,7 +325,8 @@ class _Run:
                  config.network.name, count_parameters(self.model), len(self.train_pairs),
                  len(val), held_out)
         if self.dense:
-            log.info("validation: dense over the %d whole validation pair(s)", len(val))
+            log.info("validation: dense over the %d whole validation pair(s), %s", len(val),
+                     self._val_mode())
         else:
             limit = config.training.val_max_patches
             self.val_centres = draw_validation_centres(val, config.sampling, self.seed, limit)
@@ -331,19 +338,22 @@ class _Run:
         self.writer = SummaryWriter(str(self.out / "tensorboard"),
                                     purge_step=self.start_step or None)
 
+    def _val_mode(self) -> str:
+        return f"in crops of {self.val_crop}" if self.val_crop else "in one pass"
+
     def checkpoint(self, path: Path) -> None:
         save_checkpoint(path, {
             "config": self.config.to_dict(), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
             "step": self.step, "best": self.best, "seed": self.seed,
             "spacing_mm": self.spacing_mm, "intensity_p1_p99": self.intensity,
-            "val_cases": sorted({p.case for p in self.val_pairs})})
+            "val_cases": sorted({p.case for p in self.val_pairs}), "val_crop": self.val_crop})
 
     def validate_and_keep_best(self) -> dict:
         t_val = time.perf_counter()
         sampling = self.config.sampling
         result = (validate_dense(self.model, self.val_pairs, sampling, self.dev,
-                                 dense_crop(self.config.network)) if self.dense
+                                 self.val_crop) if self.dense
                   else validate(self.model, self.val_pairs, self.val_centres, sampling,
                                 self.dev))
         for key, value in result.items():
