@@ -1,5 +1,5 @@
 """A cost-volume CT stage of ``scripts/train_dense.py`` on one GPU, in one script of at most
-ten minutes: pairs, training, validation, and the stage's forward pass at 256x256x160 mm.
+ten minutes: pairs, training, validation, and the stage's prediction time at 256x256x160 mm.
 
     python scripts/gpu_dense.py pack [--stage 2mm|4mm-corr] [--data ../shared/data]
         [--out gpu_scans]
@@ -18,9 +18,9 @@ with ``--batch-size`` crops a step and its steps scaled down to see as many crop
 from the start, which on a CPU are grown one run at a time; ``--norm``, ``--width`` and
 ``--lr`` change the network and its learning rate), then prints the run's validation curve
 (EPE over the whole validation pairs against the identity's, every ``--val-every`` steps or
-six times a run) and the trained stage's forward pass over a 64x64x40 and a 128x128x80 grid
-(256x256x160 mm at 4 and at 2 mm): median of 10, bf16. Try it on a CPU first with ``--device
-cpu --steps 4``.
+six times a run; also as ``WORK/curve.png``) and the time of the trained stage's prediction,
+as ``regnet register`` makes it, over a 64x64x40 and a 128x128x80 grid (256x256x160 mm at 4
+and at 2 mm): median of 10, bf16. Try it on a CPU first with ``--device cpu --steps 4``.
 """
 
 from __future__ import annotations
