@@ -6,7 +6,8 @@ the DVF on a stride-2 lattice, upsampled linearly to every voxel: 0.6 s for a 96
 on 2 CPU cores. Its coarsest level is 1/16 of the
 input, so one output sees more than 100 voxels around it. Batch normalisation as in the seed's
 network by default (at inference its running statistics apply, so a prediction depends on
-neither the batch nor the crop); ``norm: instance|group|none`` replaces it. Train it with
+neither the batch nor the crop); ``norm: instance|group|none`` replaces it (instance and
+group normalisation predict a larger image in crops: :func:`predict_whole`). Train it with
 ``network: {name: unet, crop: 64}`` (docs/training.md says how far CPU training got: it needs
 far more steps than the patch network to leave the identity).
 """
