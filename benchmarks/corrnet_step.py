@@ -1,10 +1,13 @@
-"""The cost-volume network's training step: seconds per step (forward, backward, Adam) of
-its levels, with the cost volume's hand-written backward and with autograd through one slice
-per offset.
+"""The cost-volume network's cost: seconds per training step (forward, backward, Adam) of its
+levels, with the cost volume's hand-written backward and with autograd through one slice per
+offset; and seconds per inference pass over a whole grid, with the cost volume's block
+matrix products and with one product per offset.
 
     python benchmarks/corrnet_step.py [--batch 4] [--crop 64] [--steps 3] [--norm instance]
+        [--grid 80 128 128] [--passes 3]
 
-Random crops; bf16 autocast where the CPU computes it natively, as ``regnet train`` does.
+Random inputs; bf16 autocast where the CPU computes it natively, as ``regnet train`` and
+``regnet register`` do. The default grid is a 256x256x160 image at 2 mm.
 """
 
 from __future__ import annotations
@@ -40,6 +43,19 @@ def sliced_cost_volume(fixed, moving, radius):
     return torch.stack(costs, 1)
 
 
+def seconds_per_pass(net, grid: list[int], passes: int) -> float:
+    """The fastest of ``passes`` forward passes over one random pair on ``grid`` (z, y, x)."""
+    pair = torch.randn(1, 2, *grid)
+    dtype = inference_dtype(torch.device("cpu"), "auto")
+    seconds = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        for _ in range(passes + 1):
+            start = time.perf_counter()
+            net.dense(pair)
+            seconds.append(time.perf_counter() - start)
+    return min(seconds[1:])
+
+
 def seconds_per_step(net, batch: int, crop: int, steps: int) -> float:
     torch.manual_seed(0)
     pair = torch.randn(batch, 2, crop, crop, crop)
@@ -65,6 +81,9 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--norm", default="instance")
+    parser.add_argument("--grid", type=int, nargs=3, default=[80, 128, 128],
+                        help="inference grid (z, y, x), multiples of 16")
+    parser.add_argument("--passes", type=int, default=3)
     args = parser.parse_args()
     print(header())
     print(f"# batch {args.batch} crops of {args.crop}^3, norm {args.norm}, "
@@ -77,6 +96,18 @@ def main() -> None:
         with mock.patch.object(corrnet.CostVolume, "apply", sliced_cost_volume):
             sliced = seconds_per_step(net, args.batch, args.crop, args.steps)
         ours = seconds_per_step(net, args.batch, args.crop, args.steps)
+        print(f"| {name} | {sliced:.2f} | {ours:.2f} | {sliced / ours:.1f}x |", flush=True)
+    grid = "x".join(map(str, args.grid[::-1]))
+    print(f"\n# one inference pass over {grid} voxels (x, y, z), the fastest of "
+          f"{args.passes} after one\n")
+    print("| levels | one product per offset (s/pass) | block products (s/pass) | ratio |")
+    print("|---|---|---|---|")
+    for name, (fine_radius, full_width) in LEVELS.items():
+        net = corrnet.CorrNet(norm=args.norm, fine_radius=fine_radius, full_width=full_width)
+        net.eval()
+        with mock.patch.object(corrnet.CostVolume, "apply", sliced_cost_volume):
+            sliced = seconds_per_pass(net, args.grid, args.passes)
+        ours = seconds_per_pass(net, args.grid, args.passes)
         print(f"| {name} | {sliced:.2f} | {ours:.2f} | {sliced / ours:.1f}x |", flush=True)
 
 

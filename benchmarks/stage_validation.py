@@ -2,7 +2,7 @@
 
     python benchmarks/stage_validation.py --pairs runs/dense_ct_2mm/pairs \
         --config configs/dense_ct_2mm.yaml --models ct_lung_2mm runs/dense_ct_2mm/run/best.pt \
-        [--split training --every 15] [--smooth-vox 2] [--flips 1 2 4]
+        [--split training --every 15] [--smooth-vox 2] [--flips 1 2 4] [--one-pass]
 
 The validation pairs are those of the config's ``val_cases``; ``--split training`` judges
 the training pairs instead (every ``--every``-th), to tell underfitting from overfitting.
@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--smooth-vox", nargs="*", type=float, default=[],
                         help="also each one-stage field smoothed by these Gaussian sigmas "
                         "(voxels), as regnet register smooths the seed network's")
+    parser.add_argument("--one-pass", action="store_true",
+                        help="a dense network in one pass over each pair, also where it would "
+                        "predict in crops (regnet.network.registry.dense_crop)")
     parser.add_argument("--flips", nargs="+", type=int, default=[1],
                         help="one-stage models: a row for each of these numbers of mirrored passes "
                         "averaged (regnet register --flips)")
@@ -93,7 +96,8 @@ def main() -> None:
                 dvf = predict_field(model.network, model.config.network.name, pair.moving,
                                     pair.fixed, "cpu", multi=s.Resolution == "multi", R=s.R,
                                     Rlow=s.Rlow, flips=flips, dtype=dtype,
-                                    crop=dense_crop(model.config.network))
+                                    crop=None if args.one_pass
+                                    else dense_crop(model.config.network))
             seconds += time.perf_counter() - t0
             inside = pair.classes != NO_CLASS
             np.add.at(counts, pair.classes[inside], 1)

@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from regnet.cli import main
 from regnet.config import NetworkConfig, config_from_dict, load_config
@@ -16,7 +17,7 @@ from regnet.inference.dense import mirror_sets, predict_field
 from regnet.inference.models import load_model
 from regnet.inference.stages import stage_plan
 from regnet.network.checkpoint import load_checkpoint, save_checkpoint, save_multistage
-from regnet.network.corrnet import CorrNet, CostVolume, warp_features
+from regnet.network.corrnet import CorrNet, CostVolume, block_cost_volume, warp_features
 from regnet.network.registry import dense_crop
 from regnet.network.unet import UNet, predict_whole, upsample
 from regnet.sampling.crops import crop_box, cut_crops, flip_permute_field
@@ -229,6 +230,26 @@ def test_cost_volume_and_its_gradients_equal_the_products_written_out(dim):
     assert torch.isclose(cost[(0, k, *at)], expected)
     assert (cost[(0, k, *(shape[2] - 1, 1, 2)[:dim])] == 0).all()  # x + o leaves the grid
     assert torch.autograd.gradcheck(lambda f, m: CostVolume.apply(f, m, 1), (fixed, moving))
+
+
+@pytest.mark.parametrize("dim, shape, radius", [(3, (7, 5, 6), 2), (2, (9, 6), 3)])
+def test_block_cost_volume_equals_one_product_per_offset(dim, shape, radius):
+    """The block matrix products give every offset's product of the fixed and the shifted
+    moving features, on a grid whose sides are not multiples of the block, zero beyond it;
+    in float32 under bf16 autocast too."""
+    gen = torch.Generator().manual_seed(1)
+    fixed, moving = (torch.randn(2, 5, *shape, generator=gen) for _ in range(2))
+    padded = F.pad(moving, [radius] * (2 * dim))
+    costs = []
+    for offset in itertools.product(range(-radius, radius + 1), repeat=dim):
+        window = [slice(radius + o, radius + o + n) for o, n in zip(offset, shape, strict=True)]
+        costs.append((fixed * padded[(slice(None), slice(None), *window)]).sum(1))
+    expected = torch.stack(costs, 1)
+    assert torch.allclose(block_cost_volume(fixed, moving, radius), expected, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cost = block_cost_volume(fixed, moving, radius, block=3)
+    assert cost.dtype == torch.float32
+    assert torch.allclose(cost, expected, atol=1e-5)
 
 
 def test_warp_features_samples_the_moving_features_at_x_plus_the_field():

@@ -103,7 +103,8 @@ def predict_whole(model: nn.Module, moving: np.ndarray, fixed: np.ndarray, devic
     ``crop``: along each axis longer than ``crop`` voxels, predict instead in crops of
     ``crop`` voxels at most half a crop apart, each prediction weighted by a tent that falls
     linearly from its centre to its faces. A network whose normalisation takes its statistics
-    over its input (instance or group) then sees inputs of the extent it was trained on."""
+    over its input (instance or group) then sees inputs of the extent it was trained on, and
+    each voxel's field averages up to ``2**ndim`` predictions."""
     model.eval()
     if crop is None or all(n <= crop for n in moving.shape):
         return _one_pass(model, np.stack([moving, fixed])[None], device)[0]
