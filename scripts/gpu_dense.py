@@ -136,7 +136,7 @@ def run(args) -> None:
     print(json.dumps(result, indent=1))
     (work / "result.json").write_text(json.dumps(result, indent=1))
     plot_curve(run_dir, work / "curve.png", SEED_2MM if args.stage == "2mm" else None,
-               crops=args.batch_size)
+               crops=args.batch_size, crop_vox=config["network"]["crop"])
 
 
 def main() -> None:

@@ -6,10 +6,11 @@ one grown by a refinement at full resolution (configs/corrnet_ct_2mm_full.yaml);
 without normalisation or with instance normalisation, from the start on the 2 mm pairs
 (configs/corrnet_ct_2mm_nonorm.yaml, configs/corrnet_ct_2mm_instance.yaml), and the
 instance-normalised one grown by both levels at once
-(configs/corrnet_ct_2mm_instance_full.yaml).
+(configs/corrnet_ct_2mm_instance_full.yaml); the 4 mm cost-volume network with instance
+normalisation, on the 4 mm pairs (configs/corrnet_ct_4mm_instance.yaml).
 
     python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full|2mm-nonorm|
-        2mm-instance|2mm-instance-full]
+        2mm-instance|2mm-instance-full|4mm-instance]
         [--data ../shared/data] [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
@@ -32,6 +33,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from regnet.config import load_config
+
 sys.path.insert(0, str(Path(__file__).parent))
 from recipe import ROOT, recipe_scans  # noqa: E402
 from train_multistage import central_crops  # noqa: E402
@@ -43,15 +46,19 @@ STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
           "2mm-full": ROOT / "configs" / "corrnet_ct_2mm_full.yaml",
           "2mm-nonorm": ROOT / "configs" / "corrnet_ct_2mm_nonorm.yaml",
           "2mm-instance": ROOT / "configs" / "corrnet_ct_2mm_instance.yaml",
-          "2mm-instance-full": ROOT / "configs" / "corrnet_ct_2mm_instance_full.yaml"}
+          "2mm-instance-full": ROOT / "configs" / "corrnet_ct_2mm_instance_full.yaml",
+          "4mm-instance": ROOT / "configs" / "corrnet_ct_4mm_instance.yaml"}
 # grows that stage's best checkpoint
 AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine", "2mm-instance-full": "2mm-instance"}
 # trains from the start on that stage's pairs
-BESIDE = {"2mm-nonorm": "2mm", "2mm-instance": "2mm"}
+BESIDE = {"2mm-nonorm": "2mm", "2mm-instance": "2mm", "4mm-instance": "4mm-corr"}
 REGNET = [sys.executable, "-m", "regnet.cli"]
 # the seed network's 2 mm stage on the same 24 validation pairs, for the 2 mm stages' curves
 # (python benchmarks/stage_validation.py: docs/training.md)
 SEED_2MM = {"ct_lung_2mm": 1.479}
+# the seed network's 4 mm stage and its 8 + 4 mm chain on the 36 validation pairs of the 4 mm
+# stages (docs/training.md)
+SEED_4MM = {"ct_4mm": 7.409, "ct_lung_2mm@8 + ct_4mm": 7.376}
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
 
 
@@ -82,13 +89,13 @@ def stage_scans(stage: str, data: Path, crops: Path) -> list[str]:
 
 
 def plot_curve(run: Path, out: Path, references: dict[str, float] | None = None,
-               crops: int = 4) -> Path:
-    """The validation EPE against steps of ``crops`` crops, with the identity's and
-    ``references`` (name -> mm, drawn as lines), as a PNG."""
+               crops: int = 4, crop_vox: int = 64) -> Path:
+    """The validation EPE against steps of ``crops`` crops of ``crop_vox`` voxels, with the
+    identity's and ``references`` (name -> mm, drawn as lines), as a PNG."""
     from regnet.reporting.figures import validation_curve_figure
 
     return validation_curve_figure(run / "tensorboard", out, "dense network",
-                                   f"step ({crops} crops of 64 voxels)", references)
+                                   f"step ({crops} crops of {crop_vox} voxels)", references)
 
 
 def main() -> None:
@@ -107,7 +114,8 @@ def main() -> None:
     before = ROOT / "runs" / STAGES[AFTER[args.stage]].stem if args.stage in AFTER else None
     if args.plot:
         at_2mm = not args.stage.startswith("4mm")
-        print(plot_curve(work / "run", work / "curve.png", SEED_2MM if at_2mm else None))
+        print(plot_curve(work / "run", work / "curve.png", SEED_2MM if at_2mm else SEED_4MM,
+                         crop_vox=load_config(config).network.crop))
         return
     work.mkdir(parents=True, exist_ok=True)
     first = args.stage  # a grown stage trains on the pairs of the stage it grew from
