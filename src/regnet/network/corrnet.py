@@ -80,8 +80,9 @@ def block_cost_volume(fixed: torch.Tensor, moving: torch.Tensor, radius: int,
     """The cost volume of :class:`CostVolume`, ``(B, K, *Q)``, from matrix products: the
     fixed grid is cut into blocks of ``block^dim`` voxels; one batched product gives every
     block voxel's dot product with every moving voxel within ``radius`` of the block, and
-    each voxel's ``K`` offsets are gathered from it. At least float32, whatever the autocast
-    (2.5-3.5x faster than one product per offset on the CPU: benchmarks/corrnet_step.py)."""
+    each voxel's ``K`` offsets are gathered from it. At least float32, whatever the autocast.
+    One product per offset is bound by memory traffic: with these, the network's pass is
+    1.1-1.5x faster on the CPU (benchmarks/corrnet_step.py)."""
     b, c, *shape = fixed.shape
     dim, side = len(shape), block + 2 * radius
     pads = [-n % block for n in shape]
