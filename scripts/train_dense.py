@@ -7,10 +7,12 @@ without normalisation or with instance normalisation, from the start on the 2 mm
 (configs/corrnet_ct_2mm_nonorm.yaml, configs/corrnet_ct_2mm_instance.yaml), and the
 instance-normalised one grown by both levels at once
 (configs/corrnet_ct_2mm_instance_full.yaml); the 4 mm cost-volume network with instance
-normalisation, on the 4 mm pairs (configs/corrnet_ct_4mm_instance.yaml).
+normalisation, on the 4 mm pairs (configs/corrnet_ct_4mm_instance.yaml); the 2 mm one with
+both levels, trained on at a constant learning rate as the moving average of its weights
+(configs/corrnet_ct_2mm_instance_ema.yaml).
 
     python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full|2mm-nonorm|
-        2mm-instance|2mm-instance-full|4mm-instance]
+        2mm-instance|2mm-instance-full|2mm-instance-ema|4mm-instance]
         [--data ../shared/data] [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
@@ -47,9 +49,11 @@ STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
           "2mm-nonorm": ROOT / "configs" / "corrnet_ct_2mm_nonorm.yaml",
           "2mm-instance": ROOT / "configs" / "corrnet_ct_2mm_instance.yaml",
           "2mm-instance-full": ROOT / "configs" / "corrnet_ct_2mm_instance_full.yaml",
+          "2mm-instance-ema": ROOT / "configs" / "corrnet_ct_2mm_instance_ema.yaml",
           "4mm-instance": ROOT / "configs" / "corrnet_ct_4mm_instance.yaml"}
 # grows that stage's best checkpoint
-AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine", "2mm-instance-full": "2mm-instance"}
+AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine", "2mm-instance-full": "2mm-instance",
+         "2mm-instance-ema": "2mm-instance-full"}
 # trains from the start on that stage's pairs
 BESIDE = {"2mm-nonorm": "2mm", "2mm-instance": "2mm", "4mm-instance": "4mm-corr"}
 REGNET = [sys.executable, "-m", "regnet.cli"]

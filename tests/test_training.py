@@ -94,6 +94,27 @@ def test_resume_continues_exactly(dataset_2d, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
 
 
+def test_weight_average_by_hand_across_a_resume(dataset_2d, tmp_path):
+    """``ema_decay 0.25``: after the first step the average is that step's weights w1; one
+    step after a resume it is 0.25 w1 + 0.75 w2, and it is what validates and is saved as
+    "model" (the weights that train are kept as "train_model")."""
+    run = tmp_path / "run"
+    config = config_2d(steps=1, checkpoint_every=1, val_every=1000, ema_decay=0.25)
+    train([dataset_2d], run, config, seed=1)
+    first = load_checkpoint(run / "last.pt")
+    train([dataset_2d], run, config, steps=2, resume=True)
+    second = load_checkpoint(run / "last.pt")
+    moved = 0.0
+    for key, w1 in first["train_model"].items():
+        torch.testing.assert_close(first["model"][key], w1, rtol=0, atol=0)
+        w2 = second["train_model"][key]
+        if w1.is_floating_point():
+            torch.testing.assert_close(second["model"][key], 0.25 * w1 + 0.75 * w2,
+                                       rtol=1e-6, atol=1e-7)
+            moved = max(moved, float((w2 - w1).abs().max()))
+    assert moved > 1e-4  # the step changed the weights, so the average is not trivially equal
+
+
 def test_bad_data_is_rejected_before_work(dataset_2d, tmp_path):
     import dataclasses
 

@@ -181,6 +181,9 @@ class TrainingConfig:
     # and on GPUs (regnet.devices.inference_dtype), else fp32; "bf16" anywhere. GPUs train
     # in bf16 with any of them.
     precision: str = "fp32"
+    # > 0: validate and keep an exponential moving average of the weights, each step
+    # ema = decay * ema + (1 - decay) * weights; the checkpoints' "model" is the average
+    ema_decay: float = 0.0
 
     def intensity_augmentation(self) -> dict | None:
         """:func:`regnet.intensity.random_contrast`'s options, or None when it is off."""
@@ -206,6 +209,8 @@ class TrainingConfig:
         if self.precision not in ("fp32", "auto", "bf16"):
             raise bad_setting(where, f"precision must be 'fp32', 'auto' or 'bf16', got "
                               f"{self.precision!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise bad_setting(where, f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.val_max_patches < 1:
             raise bad_setting(where, f"val_max_patches must be >= 1, got {self.val_max_patches}")
         if not 0 < self.val_fraction < 1:

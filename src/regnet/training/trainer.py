@@ -22,6 +22,7 @@ import SimpleITK as sitk
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from regnet.config import Config, config_from_dict
@@ -298,7 +299,7 @@ class _Run:
         if init is not None and state is None:
             start_weights(self.model, init, config)
         if state is not None:
-            self.model.load_state_dict(state["model"])
+            self.model.load_state_dict(state.get("train_model", state["model"]))
             self.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
             self.start_step, self.best = int(state["step"]), float(state["best"])
@@ -309,6 +310,14 @@ class _Run:
                 self.best = math.inf
         if hasattr(self.model, "voxel_mm"):  # a network that converts voxels to mm itself
             self.model.voxel_mm.fill_(self.spacing_mm)
+        self.ema = None  # the weights' moving average, which validates and is saved as "model"
+        if config.training.ema_decay:
+            self.ema = AveragedModel(self.model, use_buffers=True,
+                                     multi_avg_fn=get_ema_multi_avg_fn(config.training.ema_decay))
+            if state is not None and "train_model" in state:
+                self.ema.module.load_state_dict(state["model"])
+                self.ema.n_averaged.fill_(1)  # averages from here on, not copies
+        self.eval_model = self.model if self.ema is None else self.ema.module
         self.step = self.start_step
         self.net = (nn.parallel.DistributedDataParallel(self.model) if self.world > 1
                     else self.model)
@@ -343,7 +352,8 @@ class _Run:
 
     def checkpoint(self, path: Path) -> None:
         save_checkpoint(path, {
-            "config": self.config.to_dict(), "model": self.model.state_dict(),
+            "config": self.config.to_dict(), "model": self.eval_model.state_dict(),
+            **({} if self.ema is None else {"train_model": self.model.state_dict()}),
             "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
             "step": self.step, "best": self.best, "seed": self.seed,
             "spacing_mm": self.spacing_mm, "intensity_p1_p99": self.intensity,
@@ -352,9 +362,9 @@ class _Run:
     def validate_and_keep_best(self) -> dict:
         t_val = time.perf_counter()
         sampling = self.config.sampling
-        result = (validate_dense(self.model, self.val_pairs, sampling, self.dev,
+        result = (validate_dense(self.eval_model, self.val_pairs, sampling, self.dev,
                                  self.val_crop) if self.dense
-                  else validate(self.model, self.val_pairs, self.val_centres, sampling,
+                  else validate(self.eval_model, self.val_pairs, self.val_centres, sampling,
                                 self.dev))
         for key, value in result.items():
             if key != "samples":
@@ -418,6 +428,8 @@ class _Run:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 losses.append(float(loss.detach()))
                 self.step += 1
                 wait_s += t1 - t0
