@@ -399,6 +399,13 @@ def test_multistage_model_file_round_trip_and_plan(tmp_path):
     twice = load_model(tmp_path / "at.pt", dim=2)
     assert [(s, m.spacing_mm) for s, m in stage_plan(twice)] == [(8.0, 2.0), (2.0, 2.0)]
     assert main(["models", "--pack", f"{fine}@x", "--out", str(tmp_path / "x.pt")]) == 2
+    # a stage's own smoothing, with or without a spacing
+    assert main(["models", "--pack", f"{coarse}@8:smooth=3", f"{fine}:smooth=4", str(fine),
+                 "--out", str(tmp_path / "own.pt")]) == 0
+    own = load_model(tmp_path / "own.pt", dim=2)
+    assert [(m.stage_spacing_mm, m.smooth_vox) for m in own.stages] == [
+        (8.0, 3.0), (2.0, 4.0), (2.0, None)]
+    assert main(["models", "--pack", f"{fine}:smooth=x", "--out", str(tmp_path / "x.pt")]) == 2
     # a refinement stage may repeat the finest spacing; --stages picks every stage there
     refined = load_model(save_multistage(tmp_path / "r.pt", [coarse, fine, fine]), dim=2)
     assert [s for s, _ in stage_plan(refined)] == [4.0, 2.0, 2.0]

@@ -219,6 +219,32 @@ def test_mirrored_passes_only_from_flips_min_mm(monkeypatch):
         assert calls == expected
 
 
+def test_a_stage_with_its_own_sigma_keeps_it_unless_smoothing_is_off(monkeypatch):
+    """A stage packed with ``:smooth=4`` is smoothed by 4 voxels where the others take
+    ``--smooth`` (2, then 3); ``--smooth 0`` turns smoothing off at every stage."""
+    from regnet.inference import stages
+
+    sigmas = []
+
+    def record(u, sigma_vox):
+        sigmas.append(sigma_vox)
+        return u
+
+    monkeypatch.setattr(stages, "predict_field", lambda model, name, moving, *a, **k:
+                        np.zeros(moving.shape + (3,), np.float32))
+    monkeypatch.setattr(stages, "smooth_field", record)
+    image = sitk.GetImageFromArray(gaussian_blob_texture(np.random.default_rng(0)))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    shipped = load_model("ct_multistage")
+    model = dataclasses.replace(shipped, stages=[
+        shipped.stages[0], dataclasses.replace(shipped.stages[2], smooth_vox=4.0)])
+    for smooth_vox, expected in ((2.0, [2.0, 4.0]), (3.0, [3.0, 4.0]), (0.0, [])):
+        sigmas.clear()
+        options = RegisterOptions(chain="always", smooth_vox=smooth_vox, unfold_field=False)
+        stages.run_stages(image, image, model, "cpu", options.checked(3))
+        assert sigmas == expected
+
+
 def test_every_shipped_setting_is_valid():
     """Each shipped multi-stage model's own setting and presets pass the checks and leave
     stages to run; the MR default's own setting leaves out its refinement stage (index 6)

@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the written DVF")
     p.add_argument("--smooth", type=float, default=SMOOTH_VOX, metavar="VOXELS",
                    help="Gaussian sigma applied to the network's output, in voxels of the "
-                        "model grid (default 2: no folding; 0: the seed's raw output)")
+                        "model grid (default 2: no folding; 0: the seed's raw output at every "
+                        "stage); a stage packed with its own sigma keeps it unless this is 0")
     p.add_argument("--no-guard", action="store_true",
                    help="keep stages that lower the images' similarity (NCC)")
     p.add_argument("--chain", default="auto", choices=CHAINS,
@@ -316,10 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the shipped models, or pack stages into one "
                        "multi-stage model file")
-    p.add_argument("--pack", nargs="+", metavar="MODEL[@MM]",
+    p.add_argument("--pack", nargs="+", metavar="MODEL[@MM][:smooth=VOX]",
                    help="stage checkpoints (from `regnet train --stage K`) or shipped names, "
                         "coarse to fine; @MM runs a stage at MM mm instead of its training "
-                        "spacing (its prediction scaled by the ratio)")
+                        "spacing (its prediction scaled by the ratio); :smooth=VOX smooths "
+                        "its output by this Gaussian sigma in place of register's --smooth")
     p.add_argument("--out", help="with --pack: the multi-stage model file to write")
     p.set_defaults(func=_models)
 

@@ -38,6 +38,7 @@ class LoadedModel:
     intensity_p1_p99: list | None = None  # normalised percentiles of the training images
     stages: list[LoadedModel] = field(default_factory=list)
     run_spacing_mm: float | None = None  # a stage run at another spacing than it trained at
+    smooth_vox: float | None = None  # a stage's own sigma on its output (None: --smooth's)
     own: dict = field(default_factory=dict)  # models.json's "own": the model's own options
     presets: dict = field(default_factory=dict)  # models.json's "presets": name -> options
 
@@ -103,8 +104,9 @@ def _stage(payload: dict, where: str, entry: dict, shipped: dict) -> LoadedModel
     stage = shipped[name]
     if stage.stages:
         raise fail(where, f"refers to {name!r}, itself a multi-stage model")
-    run = payload.get("run_spacing_mm")
-    return dataclasses.replace(stage, run_spacing_mm=None if run is None else float(run))
+    run, sigma = payload.get("run_spacing_mm"), payload.get("smooth_vox")
+    return dataclasses.replace(stage, run_spacing_mm=None if run is None else float(run),
+                               smooth_vox=None if sigma is None else float(sigma))
 
 
 def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
@@ -116,10 +118,11 @@ def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
         network.to(memory_format=torch.channels_last_3d)
     spacing = float(payload.get("spacing_mm", config.synthesis.spacing_mm))
     reference = payload.get("intensity_p1_p99", entry.get("intensity_p1_p99"))
-    run = payload.get("run_spacing_mm")
+    run, sigma = payload.get("run_spacing_mm"), payload.get("smooth_vox")
     return LoadedModel(network, config, spacing, where,
                        None if reference is None else [float(v) for v in reference],
                        run_spacing_mm=None if run is None else float(run),
+                       smooth_vox=None if sigma is None else float(sigma),
                        own=dict(entry.get("own", {})), presets=dict(entry.get("presets", {})))
 
 
@@ -142,18 +145,22 @@ def fold_batchnorm(network: nn.Module) -> nn.Module:
 def pack_stages(stages, out) -> Path:
     """Write one multi-stage model file from stages, coarse to fine: checkpoint paths (their
     weights are copied in) or shipped names (referred to), each optionally ``@SPACING`` to run
-    it at another spacing (mm)."""
-    paths, spacings, names = [], [], []
+    it at another spacing (mm) and ``:smooth=SIGMA`` to smooth its output by its own Gaussian
+    sigma (voxels), e.g. ``ct_lung_2mm@8`` or ``stage.pt:smooth=4``."""
+    paths, spacings, sigmas, names = [], [], [], []
     for item in map(str, stages):
-        name, _, spacing = item.partition("@")
+        rest, _, sigma = item.partition(":smooth=")
+        name, _, spacing = rest.partition("@")
         try:
             spacings.append(float(spacing) if spacing else None)
+            sigmas.append(float(sigma) if sigma else None)
         except ValueError:
-            raise UsageError(f"--pack {item!r}: expected MODEL or MODEL@SPACING_MM") from None
+            raise UsageError(f"--pack {item!r}: expected MODEL[@SPACING_MM][:smooth=SIGMA_VOX]"
+                             ) from None
         path, entry = resolve_model(name)
         paths.append(path)
         names.append(name if entry else None)  # a shipped model: referred to, not copied
-    return save_multistage(out, paths, spacings, names)
+    return save_multistage(out, paths, spacings, names, sigmas)
 
 
 def shipped_model_lines() -> list[str]:

@@ -47,7 +47,6 @@ from regnet.inference.options import PREALIGN, TILE, RegisterOptions
 from regnet.intensity import normalize
 from regnet.io.dvf import resample_dvf
 from regnet.io.images import resample_isotropic
-from regnet.network.registry import dense_crop
 from regnet.threads import map_in_threads
 from regnet.timing import Stopwatch
 
@@ -280,12 +279,11 @@ def _run_plan(plan, run: _Run, start=None, guarded: bool = True
         mirrored = o.flips_min_mm <= spacing <= FLIPS_MAX_MM
         r = predict_field(model.network, name, moving_arr, fixed_arr, run.device,
                           multi=s.Resolution == "multi", tile=o.tile or TILE, phases=phases, R=s.R,
-                          Rlow=s.Rlow, flips=o.flips if mirrored else 1, dtype=run.dtype,
-                          crop=dense_crop(model.config.network)) * scale
+                          Rlow=s.Rlow, flips=o.flips if mirrored else 1, dtype=run.dtype) * scale
         t_net = time.perf_counter() - t_net
         run.watch.add("network", t_net)
         if o.smooth_vox > 0:
-            r = smooth_field(r, o.smooth_vox)
+            r = smooth_field(r, o.smooth_vox if model.smooth_vox is None else model.smooth_vox)
         candidate = compose_dvfs(u, r, grid.GetSpacing())
         after_arr = run.warped(candidate, grid, norm)
         before, after = ncc(fixed_arr, moving_arr), ncc(fixed_arr, after_arr)

@@ -70,16 +70,18 @@ STAGE_KEYS = ("config", "model", "spacing_mm", "intensity_p1_p99", "val_cases", 
 
 
 def save_multistage(path: str | Path, checkpoints, run_spacings_mm=None,
-                    shipped_names=None) -> Path:
+                    shipped_names=None, smooth_vox=None) -> Path:
     """One model file of the given stage checkpoints (coarse to fine; weights and config).
     ``run_spacings_mm[k]``: run stage k at this spacing instead of the one it trained at (its
     prediction is scaled by the ratio, as ``regnet register --stages`` does); None keeps it.
-    ``shipped_names[k]``: stage k is that shipped model, stored as a reference, not copied."""
-    run_spacings_mm = run_spacings_mm or [None] * len(checkpoints)
-    shipped_names = shipped_names or [None] * len(checkpoints)
+    ``shipped_names[k]``: stage k is that shipped model, stored as a reference, not copied.
+    ``smooth_vox[k]``: the Gaussian sigma (voxels) on stage k's output in place of
+    ``regnet register``'s ``--smooth``; None leaves it to that option."""
+    none = [None] * len(checkpoints)
     stages = []
-    for checkpoint, run_spacing, shipped in zip(checkpoints, run_spacings_mm, shipped_names,
-                                                strict=True):
+    for checkpoint, run_spacing, shipped, sigma in zip(
+            checkpoints, run_spacings_mm or none, shipped_names or none, smooth_vox or none,
+            strict=True):
         payload = load_checkpoint(checkpoint)
         if "stages" in payload:
             raise fail(checkpoint, "is already a multi-stage model; give single stages")
@@ -88,6 +90,8 @@ def save_multistage(path: str | Path, checkpoints, run_spacings_mm=None,
             stage = {"shipped": shipped, "spacing_mm": payload.get("spacing_mm", 0.0)}
         if run_spacing is not None:
             stage["run_spacing_mm"] = float(run_spacing)
+        if sigma is not None:
+            stage["smooth_vox"] = float(sigma)
         stages.append(stage)
     spacings = [stage_spacing(p) for p in stages]
     if spacings != sorted(spacings, reverse=True):

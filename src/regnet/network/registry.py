@@ -23,10 +23,12 @@ DENSE = {"unet", "corrnet"}  # predict a whole field (trained on crops, not cent
 
 
 def dense_crop(config: NetworkConfig) -> int | None:
-    """The crop in which a dense network predicts an image larger than it
-    (:func:`regnet.network.unet.predict_whole`): its training crop where its normalisation
-    takes statistics over the input (instance, group), so that it sees the extent it learned
-    on; None (one pass) for any other network."""
+    """The crop in which validation during training predicts an image larger than a dense
+    network's crop (:func:`regnet.network.unet.predict_whole`): its training crop where its
+    normalisation takes statistics over the input (instance, group), so that it sees the
+    extent it learned on; None (one pass) for any other network. ``regnet register`` predicts
+    in one pass: mirrored passes (``--flips``) gain what the crops gain, for less
+    (docs/training.md)."""
     return config.crop if config.name in DENSE and config.norm in ("instance", "group") else None
 
 
