@@ -353,6 +353,12 @@ def test_dense_training_runs_validates_and_resumes(dataset_2d, tmp_path, network
     assert resumed["started_at"] == 10 and resumed["steps"] == 14
     # validated otherwise before: the resumed run's validation at step 14 sets the best
     assert resumed["best_val_epe_mm"] == resumed["validation"]["epe"] > 0
+    # the resumed log keeps the validation of the checkpoint's own step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [p.step for p in events.Scalars("val/epe")] == [10, 14]
 
 
 def test_multistage_config_picks_a_stage(tmp_path):

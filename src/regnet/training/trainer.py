@@ -344,8 +344,10 @@ class _Run:
                      len(val), limit)
         from torch.utils.tensorboard import SummaryWriter  # a slow import: only when training
 
+        # a resumed run drops what was logged after its checkpoint; the checkpoint's own step
+        # (its validation, logged before it was saved) stays
         self.writer = SummaryWriter(str(self.out / "tensorboard"),
-                                    purge_step=self.start_step or None)
+                                    purge_step=self.start_step + 1 if self.start_step else None)
 
     def _val_mode(self) -> str:
         return f"in crops of {self.val_crop}" if self.val_crop else "in one pass"
