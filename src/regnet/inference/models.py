@@ -104,9 +104,13 @@ def _stage(payload: dict, where: str, entry: dict, shipped: dict) -> LoadedModel
     stage = shipped[name]
     if stage.stages:
         raise fail(where, f"refers to {name!r}, itself a multi-stage model")
-    run, sigma = payload.get("run_spacing_mm"), payload.get("smooth_vox")
-    return dataclasses.replace(stage, run_spacing_mm=None if run is None else float(run),
-                               smooth_vox=None if sigma is None else float(sigma))
+    return dataclasses.replace(stage, **_stage_settings(payload))
+
+
+def _stage_settings(payload: dict) -> dict:
+    """A stage's own ``run_spacing_mm`` and ``smooth_vox`` (None where it has none)."""
+    return {key: None if payload.get(key) is None else float(payload[key])
+            for key in ("run_spacing_mm", "smooth_vox")}
 
 
 def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
@@ -118,12 +122,10 @@ def _from_payload(payload: dict, where: str, entry: dict) -> LoadedModel:
         network.to(memory_format=torch.channels_last_3d)
     spacing = float(payload.get("spacing_mm", config.synthesis.spacing_mm))
     reference = payload.get("intensity_p1_p99", entry.get("intensity_p1_p99"))
-    run, sigma = payload.get("run_spacing_mm"), payload.get("smooth_vox")
     return LoadedModel(network, config, spacing, where,
                        None if reference is None else [float(v) for v in reference],
-                       run_spacing_mm=None if run is None else float(run),
-                       smooth_vox=None if sigma is None else float(sigma),
-                       own=dict(entry.get("own", {})), presets=dict(entry.get("presets", {})))
+                       **_stage_settings(payload), own=dict(entry.get("own", {})),
+                       presets=dict(entry.get("presets", {})))
 
 
 def fold_batchnorm(network: nn.Module) -> nn.Module:
