@@ -3,6 +3,7 @@ next to elastix's B-spline map: same pairs, same run, same machine.
 
     python benchmarks/register.py [--data ../shared/data] [--sizes 256x256x160 512x512x150]
         [--modalities CT MR] [--device cpu|cuda] [--repeat N] [--no-elastix] [--no-presets]
+        [--ct-model MODEL]
 
 Pairs: a chest CT (``lung-ct/lung1_image.nrrd``) and a head MR
 (``mr-various/niivue_chris_t1_head.nii.gz``) resampled onto each ``--sizes`` grid (x, y, z):
@@ -15,8 +16,10 @@ summary.json) written; "end to end" is that whole call, after the imports. Elast
 its field in memory. A second table gives RegNet's time by part (the summary's
 ``seconds_parts``) for the model's own setting.
 
-``--repeat N`` registers the pair N more times in the same process and reports the fastest
-(on a GPU the first run pays for CUDA's start and cuDNN's autotuning).
+``--ct-model`` registers the CT pairs with another model (a checkpoint or a packed chain,
+with its own presets) in place of the CT default. ``--repeat N`` registers the pair N more
+times in the same process and reports the fastest (on a GPU the first run pays for CUDA's
+start and cuDNN's autotuning).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def make_pair(path: Path, size: str, folder: str, name: str) -> tuple[str, str]:
     return paths
 
 
-def run_regnet(fixed, moving, device, preset, repeat=0):
+def run_regnet(fixed, moving, device, preset, repeat=0, model=None):
     """``repeat + 1`` runs in this process, each ``(end-to-end seconds, network seconds,
     seconds by part, model)``."""
     import time
@@ -74,7 +77,7 @@ def run_regnet(fixed, moving, device, preset, repeat=0):
     rows = []
     for _ in range(repeat + 1):
         t0 = time.perf_counter()
-        result = register(fixed, moving, device=device, preset=preset)
+        result = register(fixed, moving, model=model, device=device, preset=preset)
         with tempfile.TemporaryDirectory() as out:
             result.save(out)
             end_to_end = time.perf_counter() - t0
@@ -101,14 +104,16 @@ def main():
     parser.add_argument("--repeat", type=int, default=0, help="more runs in the same process")
     parser.add_argument("--no-elastix", action="store_true", help="time RegNet alone")
     parser.add_argument("--no-presets", action="store_true", help="the models' own setting only")
+    parser.add_argument("--ct-model", help="a model for the CT pairs (default: the CT default)")
     args = parser.parse_args()
     print(header())
     from regnet.inference.models import load_model
     from regnet.network.checkpoint import shipped_models
 
     index = shipped_models()
-    presets = {m: [None] + ([] if args.no_presets else list(load_model(index[m]).presets))
-               for m in ("default", "default_mr")}
+    models = {"CT": args.ct_model or index["default"], "MR": index["default_mr"]}
+    presets = {m: [None] + ([] if args.no_presets else list(load_model(path).presets))
+               for m, path in models.items()}
     print("\n| pair | size (x,y,z) | method | end to end (s) | network (s) | peak RSS (MB) | "
           "elastix / RegNet |\n|---|---|---|---|---|---|---|")
     breakdown = []
@@ -119,9 +124,9 @@ def main():
                 fixed, moving = make_pair(Path(args.data) / SCANS[modality], size, folder,
                                           name)
                 timed = []
-                for preset in presets["default" if modality == "CT" else "default_mr"]:
+                for preset in presets[modality]:
                     rows, _, mb = in_fresh_process(run_regnet, fixed, moving, args.device,
-                                                   preset, args.repeat)
+                                                   preset, args.repeat, str(models[modality]))
                     best = min(rows[1:] or rows)
                     label = f"RegNet {best[3]}" + (f" --preset {preset}" if preset else "")
                     timed.append((preset or "own", best[0]))

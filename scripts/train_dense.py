@@ -9,10 +9,11 @@ instance-normalised one grown by both levels at once
 (configs/corrnet_ct_2mm_instance_full.yaml); the 4 mm cost-volume network with instance
 normalisation, on the 4 mm pairs (configs/corrnet_ct_4mm_instance.yaml); the 2 mm one with
 both levels, trained on at a constant learning rate as the moving average of its weights
-(configs/corrnet_ct_2mm_instance_ema.yaml).
+(configs/corrnet_ct_2mm_instance_ema.yaml), and that one fine-tuned on what the CT default's 8
+and 4 mm stages leave (configs/corrnet_ct_2mm_residual.yaml).
 
     python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full|2mm-nonorm|
-        2mm-instance|2mm-instance-full|2mm-instance-ema|4mm-instance]
+        2mm-instance|2mm-instance-full|2mm-instance-ema|2mm-residual|4mm-instance]
         [--data ../shared/data] [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
@@ -50,10 +51,11 @@ STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
           "2mm-instance": ROOT / "configs" / "corrnet_ct_2mm_instance.yaml",
           "2mm-instance-full": ROOT / "configs" / "corrnet_ct_2mm_instance_full.yaml",
           "2mm-instance-ema": ROOT / "configs" / "corrnet_ct_2mm_instance_ema.yaml",
+          "2mm-residual": ROOT / "configs" / "corrnet_ct_2mm_residual.yaml",
           "4mm-instance": ROOT / "configs" / "corrnet_ct_4mm_instance.yaml"}
 # grows that stage's best checkpoint
 AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine", "2mm-instance-full": "2mm-instance",
-         "2mm-instance-ema": "2mm-instance-full"}
+         "2mm-instance-ema": "2mm-instance-full", "2mm-residual": "2mm-instance-ema"}
 # trains from the start on that stage's pairs
 BESIDE = {"2mm-nonorm": "2mm", "2mm-instance": "2mm", "4mm-instance": "4mm-corr"}
 REGNET = [sys.executable, "-m", "regnet.cli"]
@@ -63,6 +65,8 @@ SEED_2MM = {"ct_lung_2mm": 1.479}
 # the seed network's 4 mm stage and its 8 + 4 mm chain on the 36 validation pairs of the 4 mm
 # stages (docs/training.md)
 SEED_4MM = {"ct_4mm": 7.409, "ct_lung_2mm@8 + ct_4mm": 7.376}
+# a stage trained on what earlier stages leave: the stages, as `regnet models --pack` takes them
+EARLIER = {"2mm-residual": ["ct_lung_2mm@8", "ct_4mm"]}
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
 
 
@@ -102,6 +106,26 @@ def plot_curve(run: Path, out: Path, references: dict[str, float] | None = None,
                                    f"step ({crops} crops of {crop_vox} voxels)", references)
 
 
+def residual_data(stage: str, work: Path, pairs: Path, config: Path, data: Path) -> list[Path]:
+    """The data of a stage trained on residuals: its own pairs (``config``'s larger motion),
+    what the ``EARLIER`` stages leave of them and of ``pairs`` (``regnet residuals``; finished
+    pairs are kept on a rerun), and ``pairs`` themselves."""
+    own = work / "pairs"
+    if not (own / "manifest.csv").exists():
+        scans = stage_scans(stage, data, work / "crops")
+        subprocess.run([*REGNET, "generate", "--images", *scans, "--out", str(own), "--config",
+                        str(config), "--seed", "0"], check=True)
+    chain = work / "earlier.pt"
+    if not chain.exists():
+        subprocess.run([*REGNET, "models", "--pack", *EARLIER[stage], "--out", str(chain)],
+                       check=True)
+    residuals = {pairs: work / "residuals", own: work / "residuals_large"}
+    for source, out in residuals.items():
+        subprocess.run([*REGNET, "residuals", "--data", str(source), "--model", str(chain),
+                        "--out", str(out)], check=True)
+    return [*residuals.values(), pairs]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=sorted(STAGES), default="4mm")
@@ -131,8 +155,11 @@ def main() -> None:
         subprocess.run([*REGNET, "generate", "--images", *scans, "--out", str(pairs),
                         "--config", str(config), "--seed", "0", "--workers",
                         str(args.workers)], check=True)
+    data = [pairs]
+    if args.stage in EARLIER:
+        data = residual_data(args.stage, work, pairs, config, Path(args.data))
     run = work / "run"
-    command = [*REGNET, "train", "--data", str(pairs), "--out", str(run), "--config",
+    command = [*REGNET, "train", "--data", *map(str, data), "--out", str(run), "--config",
                str(config), "--seed", "0", "--device", args.device]
     if args.steps:
         command += ["--steps", str(args.steps)]

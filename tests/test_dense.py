@@ -4,6 +4,7 @@ files."""
 import csv
 import dataclasses
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -575,3 +576,18 @@ def test_shipped_stages_are_referred_to_not_copied(tmp_path):
     for key, value in shipped.network.state_dict().items():
         assert torch.equal(value, chain.stages[0].network.state_dict()[key])
     assert (load_model("ct_multistage").stages[0].source == shipped.source)
+
+
+def test_every_shipped_config_loads_and_the_residual_stage_keeps_its_settings():
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    names = sorted(p.name for p in folder.glob("*.yaml") if p.name != "recipes.yaml")
+    assert len(names) >= 20
+    for name in names:
+        stages = 2 if name == "multistage_ct.yaml" else None
+        for stage in range(stages) if stages else [None]:
+            load_config(folder / name, stage)  # validates every section
+    residual = load_config(folder / "corrnet_ct_2mm_residual.yaml")
+    assert residual.synthesis.deformMethod == residual.sampling.deformMethod == (0, 1, 2, 3)
+    assert (residual.network.name, residual.network.norm, residual.network.crop) == (
+        "corrnet", "instance", 64)
+    assert residual.training.ema_decay == pytest.approx(0.998)
