@@ -141,8 +141,11 @@ def main() -> None:
     work = Path(args.work or ROOT / "runs" / config.stem)
     before = ROOT / "runs" / STAGES[AFTER[args.stage]].stem if args.stage in AFTER else None
     if args.plot:
-        at_2mm = not args.stage.startswith("4mm")
-        print(plot_curve(work / "run", work / "curve.png", SEED_2MM if at_2mm else SEED_4MM,
+        # the seed's figures are on the original pairs: none for a stage that validates on
+        # residuals too
+        references = (None if args.stage in EARLIER else
+                      SEED_4MM if args.stage.startswith("4mm") else SEED_2MM)
+        print(plot_curve(work / "run", work / "curve.png", references,
                          crop_vox=load_config(config).network.crop))
         return
     work.mkdir(parents=True, exist_ok=True)
