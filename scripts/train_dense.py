@@ -10,10 +10,11 @@ instance-normalised one grown by both levels at once
 normalisation, on the 4 mm pairs (configs/corrnet_ct_4mm_instance.yaml); the 2 mm one with
 both levels, trained on at a constant learning rate as the moving average of its weights
 (configs/corrnet_ct_2mm_instance_ema.yaml), and that one fine-tuned on what the CT default's 8
-and 4 mm stages leave (configs/corrnet_ct_2mm_residual.yaml).
+and 4 mm stages leave (configs/corrnet_ct_2mm_residual.yaml), then so on whole scans
+(configs/corrnet_ct_2mm_whole.yaml).
 
     python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full|2mm-nonorm|
-        2mm-instance|2mm-instance-full|2mm-instance-ema|2mm-residual|4mm-instance]
+        2mm-instance|2mm-instance-full|2mm-instance-ema|2mm-residual|2mm-whole|4mm-instance]
         [--data ../shared/data] [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
@@ -52,10 +53,12 @@ STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
           "2mm-instance-full": ROOT / "configs" / "corrnet_ct_2mm_instance_full.yaml",
           "2mm-instance-ema": ROOT / "configs" / "corrnet_ct_2mm_instance_ema.yaml",
           "2mm-residual": ROOT / "configs" / "corrnet_ct_2mm_residual.yaml",
+          "2mm-whole": ROOT / "configs" / "corrnet_ct_2mm_whole.yaml",
           "4mm-instance": ROOT / "configs" / "corrnet_ct_4mm_instance.yaml"}
 # grows that stage's best checkpoint
 AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine", "2mm-instance-full": "2mm-instance",
-         "2mm-instance-ema": "2mm-instance-full", "2mm-residual": "2mm-instance-ema"}
+         "2mm-instance-ema": "2mm-instance-full", "2mm-residual": "2mm-instance-ema",
+         "2mm-whole": "2mm-residual"}
 # trains from the start on that stage's pairs
 BESIDE = {"2mm-nonorm": "2mm", "2mm-instance": "2mm", "4mm-instance": "4mm-corr"}
 REGNET = [sys.executable, "-m", "regnet.cli"]
@@ -65,8 +68,11 @@ SEED_2MM = {"ct_lung_2mm": 1.479}
 # the seed network's 4 mm stage and its 8 + 4 mm chain on the 36 validation pairs of the 4 mm
 # stages (docs/training.md)
 SEED_4MM = {"ct_4mm": 7.409, "ct_lung_2mm@8 + ct_4mm": 7.376}
-# a stage trained on what earlier stages leave: the stages, as `regnet models --pack` takes them
-EARLIER = {"2mm-residual": ["ct_lung_2mm@8", "ct_4mm"]}
+# a stage trained on what earlier stages leave: those stages (as `regnet models --pack` takes
+# them), and whether the 2 mm pairs of the stages before join its own pairs (their residuals
+# and themselves, in place of its own pairs)
+COARSE = ["ct_lung_2mm@8", "ct_4mm"]
+EARLIER = {"2mm-residual": (COARSE, True), "2mm-whole": (COARSE, False)}
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
 
 
@@ -90,9 +96,11 @@ def training_scans(data: Path, spacing_mm: float, min_voxels: int) -> list[str]:
 def stage_scans(stage: str, data: Path, crops: Path) -> list[str]:
     """The scans a stage's pairs are made from: at 4 mm every CT that fits
     (:func:`training_scans`), at 2 mm central crops of the ``ct_4mm`` recipe's CTs, written
-    into ``crops``."""
+    into ``crops`` (``2mm-whole``: the whole CTs)."""
     if stage.startswith("4mm"):
         return training_scans(data, 4.0, 2 * 26 + 1)
+    if stage == "2mm-whole":
+        return recipe_scans("ct_4mm", str(data))
     return central_crops(recipe_scans("ct_4mm", str(data)), crops)
 
 
@@ -108,8 +116,10 @@ def plot_curve(run: Path, out: Path, references: dict[str, float] | None = None,
 
 def residual_data(stage: str, work: Path, pairs: Path, config: Path, data: Path) -> list[Path]:
     """The data of a stage trained on residuals: its own pairs (``config``'s larger motion),
-    what the ``EARLIER`` stages leave of them and of ``pairs`` (``regnet residuals``; finished
-    pairs are kept on a rerun), and ``pairs`` themselves."""
+    what the ``EARLIER`` stages leave of them (``regnet residuals``; finished pairs are kept on
+    a rerun), and its own pairs; or, where the 2 mm ``pairs`` join, the residuals of both and
+    ``pairs`` themselves."""
+    earlier, with_pairs = EARLIER[stage]
     own = work / "pairs"
     if not (own / "manifest.csv").exists():
         scans = stage_scans(stage, data, work / "crops")
@@ -117,13 +127,13 @@ def residual_data(stage: str, work: Path, pairs: Path, config: Path, data: Path)
                         str(config), "--seed", "0"], check=True)
     chain = work / "earlier.pt"
     if not chain.exists():
-        subprocess.run([*REGNET, "models", "--pack", *EARLIER[stage], "--out", str(chain)],
-                       check=True)
-    residuals = {pairs: work / "residuals", own: work / "residuals_large"}
+        subprocess.run([*REGNET, "models", "--pack", *earlier, "--out", str(chain)], check=True)
+    residuals = {pairs: work / "residuals"} if with_pairs else {}
+    residuals[own] = work / "residuals_large"
     for source, out in residuals.items():
         subprocess.run([*REGNET, "residuals", "--data", str(source), "--model", str(chain),
                         "--out", str(out)], check=True)
-    return [*residuals.values(), pairs]
+    return [*residuals.values(), pairs if with_pairs else own]
 
 
 def main() -> None:
