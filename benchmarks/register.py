@@ -111,8 +111,10 @@ def main():
     from regnet.network.checkpoint import shipped_models
 
     index = shipped_models()
-    models = {"CT": args.ct_model or index["default"], "MR": index["default_mr"]}
-    presets = {m: [None] + ([] if args.no_presets else list(load_model(path).presets))
+    models = {"CT": args.ct_model, "MR": None}  # None: chosen from the images
+    defaults = {"CT": index["default"], "MR": index["default_mr"]}
+    presets = {m: [None] + ([] if args.no_presets else
+                            list(load_model(path or defaults[m]).presets))
                for m, path in models.items()}
     print("\n| pair | size (x,y,z) | method | end to end (s) | network (s) | peak RSS (MB) | "
           "elastix / RegNet |\n|---|---|---|---|---|---|---|")
@@ -126,7 +128,7 @@ def main():
                 timed = []
                 for preset in presets[modality]:
                     rows, _, mb = in_fresh_process(run_regnet, fixed, moving, args.device,
-                                                   preset, args.repeat, str(models[modality]))
+                                                   preset, args.repeat, models[modality])
                     best = min(rows[1:] or rows)
                     label = f"RegNet {best[3]}" + (f" --preset {preset}" if preset else "")
                     timed.append((preset or "own", best[0]))
