@@ -306,11 +306,39 @@ def test_the_full_resolution_level_starts_at_the_half_resolution_field():
     assert torch.allclose(shift[0, 1], torch.full((24, 20), -1.0), atol=1e-6)
 
 
-@pytest.mark.parametrize("name,norm,fine_radius,full_width", [
-    ("unet", "batch", 0, 0), ("unet", "group", 0, 0), ("corrnet", "group", 0, 0),
-    ("corrnet", "group", 2, 4)])
+
+def test_the_full_resolution_cost_volume_starts_at_the_field_it_had_and_learns():
+    """Grown by a cost volume on full-resolution voxels, a corrnet predicts what it predicted
+    without it (its sharpness starts at 0: a uniform softmax over symmetric offsets, an offset
+    of exactly 0); the sharpness gets a gradient, so the level can learn; a sharpened one
+    moves the field by at most ``full_radius`` voxels. It needs ``full_width``."""
+    torch.manual_seed(0)
+    before = CorrNet(dim=2, width=0.5, fine_radius=1, full_width=4).eval()
+    grown = CorrNet(dim=2, width=0.5, fine_radius=1, full_width=4, full_radius=1).eval()
+    missing = grown.load_state_dict(before.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["features_full.bias", "features_full.weight", "full_offsets",
+                               "full_sharpness"]
+    pair = torch.randn(1, 2, 24, 20)
+    with torch.no_grad():
+        assert torch.allclose(grown.dense(pair), before.dense(pair), atol=1e-6)
+    grown.dense(pair).square().sum().backward()
+    assert grown.full_sharpness.grad.abs() > 1e-6
+    with torch.no_grad():
+        grown.refine_full[-1].weight.zero_()
+        before.refine_full[-1].weight.zero_()
+        grown.full_sharpness.fill_(50.0)
+        shift = grown.dense(pair) - before.dense(pair)  # mm; voxel_mm is 1
+    assert shift.abs().max() <= 1.0 + 1e-5 and shift.abs().max() > 0.1
+    with pytest.raises(ValueError, match="needs full_width"):
+        CorrNet(dim=2, full_radius=1)
+    with pytest.raises(RegNetError, match="full_radius"):
+        config_from_dict({"network": {"name": "corrnet", "full_radius": 1}})
+
+@pytest.mark.parametrize("name,norm,fine_radius,full_width,full_radius", [
+    ("unet", "batch", 0, 0, 0), ("unet", "group", 0, 0, 0), ("corrnet", "group", 0, 0, 0),
+    ("corrnet", "group", 2, 4, 0), ("corrnet", "instance", 1, 4, 1)])
 def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, name, norm, fine_radius,
-                                                       full_width):
+                                                       full_width, full_radius):
     from regnet.sampling.stream import read_manifests
 
     config = dense_config_2d()
@@ -321,7 +349,7 @@ def test_a_few_steps_on_one_batch_lower_the_dense_loss(dataset_2d, name, norm, f
     torch.manual_seed(0)
     net = (UNet(dim=2, width=0.5, norm=norm) if name == "unet" else
            CorrNet(dim=2, width=0.5, norm=norm, fine_radius=fine_radius,
-                   full_width=full_width))
+                   full_width=full_width, full_radius=full_radius))
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):

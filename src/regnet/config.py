@@ -137,6 +137,7 @@ class NetworkConfig:
     radius: int = 3  # corrnet: the cost volume's reach, in quarter-resolution cells per axis
     fine_radius: int = 0  # corrnet: a second cost volume at 1/2 after warping (0: none)
     full_width: int = 0  # corrnet: channels of a refinement at full resolution (0: none)
+    full_radius: int = 0  # corrnet: a cost volume on full-resolution voxels (needs full_width)
 
     def validate(self, where="network") -> None:
         if self.dim not in (2, 3) or not 0 < self.width <= 8:
@@ -154,6 +155,9 @@ class NetworkConfig:
             raise bad_setting(where, f"fine_radius must be 0..3 cells, got {self.fine_radius}")
         if not 0 <= self.full_width <= 32:
             raise bad_setting(where, f"full_width must be 0..32 channels, got {self.full_width}")
+        if not 0 <= self.full_radius <= 2 or (self.full_radius and not self.full_width):
+            raise bad_setting(where, f"full_radius must be 0..2 voxels, and needs full_width, "
+                              f"got {self.full_radius} with full_width {self.full_width}")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,13 @@ do:
 6. with ``full_width`` > 0, upsampled to full resolution and refined there by three narrow
    convolutions (``full_width`` channels, no normalisation) that see the fixed image, the
    moving image warped by the field, and the field: the half-resolution field cannot follow
-   detail finer than two voxels.
+   detail finer than two voxels;
+7. with ``full_radius`` > 0 (and ``full_width``), before that refinement, a third, local cost
+   volume on full-resolution features (one convolution of each image, ``full_width``
+   channels), the moving image's warped by the field, adds its expected offset of up to
+   ``full_radius`` voxels: matching on single voxels, for precision below the half-resolution
+   cells. Its sharpness starts at 0 (a uniform softmax, an offset of exactly 0), so that a
+   network grown by it (``regnet train --init``) starts at the field it had.
 
 Like the U-Net it returns the field at the centres of 2x2(x2) blocks, ``(B, dim, *S/2)`` mm
 (x, y(, z)), and :meth:`dense` upsamples it; with ``full_width`` > 0 it returns the field at
@@ -146,9 +152,12 @@ class CorrNet(nn.Module):
     ``full_width``); :meth:`dense` -> ``(B, dim, *S)``."""
 
     def __init__(self, dim: int = 3, width: float = 1.0, norm: str = "group", radius: int = 3,
-                 fine_radius: int = 0, full_width: int = 0):
+                 fine_radius: int = 0, full_width: int = 0, full_radius: int = 0):
         super().__init__()
+        if full_radius and not full_width:
+            raise ValueError("full_radius needs full_width channels")
         self.dim, self.radius, self.fine_radius = dim, radius, fine_radius
+        self.full_radius = full_radius
         w = [max(4, round(n * width)) for n in (16, 24, 32, 24, 32)]
         conv = nn.Conv3d if dim == 3 else nn.Conv2d
         self.features_half = nn.Sequential(conv_block(dim, 1, w[0], norm=norm),
@@ -175,6 +184,10 @@ class CorrNet(nn.Module):
                                              conv(full_width, dim, 3, 1, 1))
             nn.init.normal_(self.refine_full[-1].weight, std=1e-3)  # start at the 1/2 field
             nn.init.zeros_(self.refine_full[-1].bias)
+        if full_radius:
+            self.features_full = conv(1, full_width, 3, 1, 1)
+            self.full_sharpness = nn.Parameter(torch.tensor(0.0))
+            self.register_buffer("full_offsets", _offsets(full_radius, dim))
         self.register_buffer("voxel_mm", torch.tensor(1.0))  # the training spacing
 
     def cost_volume(self, fixed: torch.Tensor, moving: torch.Tensor,
@@ -213,6 +226,11 @@ class CorrNet(nn.Module):
         if self.refine_full is None:
             return field
         field = upsample(field, pair.shape[2:])
+        if self.full_radius:
+            full = F.normalize(self.features_full(torch.cat([pair[:, :1], pair[:, 1:]])), dim=1)
+            moving_full = warp_features(full[:b], field / self.voxel_mm, padding="border")
+            field = field + self.expected_offset(full[b:], moving_full, self.full_offsets,
+                                                 self.full_sharpness) * self.voxel_mm
         warped = warp_features(pair[:, :1], field / self.voxel_mm, padding="border")
         features = torch.cat([pair[:, 1:], warped, field / scale], 1)
         return field + self.refine_full(features.to(half.dtype)).float()

@@ -17,7 +17,8 @@ _REGISTRY: dict[str, Callable[[NetworkConfig], nn.Module]] = {
     "regnet_single": lambda c: RegNet(dim=c.dim, multi=False, width=c.width),
     "unet": lambda c: UNet(dim=c.dim, width=c.width, norm=c.norm),
     "corrnet": lambda c: CorrNet(dim=c.dim, width=c.width, norm=c.norm, radius=c.radius,
-                                 fine_radius=c.fine_radius, full_width=c.full_width),
+                                 fine_radius=c.fine_radius, full_width=c.full_width,
+                                 full_radius=c.full_radius),
 }
 DENSE = {"unet", "corrnet"}  # predict a whole field (trained on crops, not centre voxels)
 

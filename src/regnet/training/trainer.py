@@ -156,14 +156,14 @@ def learning_rate(base_lr: float, schedule: str, progress: float) -> float:
     return base_lr
 
 
-GROWABLE = ("fine_radius", "full_width")  # corrnet levels that --init may add
+GROWABLE = ("fine_radius", "full_width", "full_radius")  # corrnet levels --init may add
 
 
 def start_weights(model: nn.Module, init, config: Config) -> None:
     """Load the weights of a checkpoint or shipped model into ``model`` (``--init``): the same
     network, a corrnet without a level that ``model`` adds (the fine cost volume, the
-    full-resolution refinement), which starts new, or a wider seed network, whose first
-    channels ``model`` takes (:func:`regnet.network.regnet.narrowed_state`)."""
+    full-resolution refinement or cost volume), which starts new, or a wider seed network,
+    whose first channels ``model`` takes (:func:`regnet.network.regnet.narrowed_state`)."""
     path, _ = resolve_model(init)
     payload = load_checkpoint(path)
     if "stages" in payload:
