@@ -69,8 +69,8 @@ SEED_2MM = {"ct_lung_2mm": 1.479}
 # stages (docs/training.md)
 SEED_4MM = {"ct_4mm": 7.409, "ct_lung_2mm@8 + ct_4mm": 7.376}
 # a stage trained on what earlier stages leave: those stages (as `regnet models --pack` takes
-# them), and whether the 2 mm pairs of the stages before join its own pairs (their residuals
-# and themselves, in place of its own pairs)
+# them), and whether it also trains on the 2 mm pairs (their residuals, and the pairs
+# themselves in place of its own)
 COARSE = ["ct_lung_2mm@8", "ct_4mm"]
 EARLIER = {"2mm-residual": (COARSE, True), "2mm-whole": (COARSE, False)}
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
@@ -115,10 +115,10 @@ def plot_curve(run: Path, out: Path, references: dict[str, float] | None = None,
 
 
 def residual_data(stage: str, work: Path, pairs: Path, config: Path, data: Path) -> list[Path]:
-    """The data of a stage trained on residuals: its own pairs (``config``'s larger motion),
-    what the ``EARLIER`` stages leave of them (``regnet residuals``; finished pairs are kept on
-    a rerun), and its own pairs; or, where the 2 mm ``pairs`` join, the residuals of both and
-    ``pairs`` themselves."""
+    """The data folders of a stage trained on residuals: what the ``EARLIER`` stages leave
+    (``regnet residuals``; finished pairs are kept on a rerun) of its own pairs (``config``'s
+    larger motion, made here) and, with the 2 mm ``pairs``, of those; then the pairs
+    themselves (the 2 mm ``pairs`` where they join, else its own)."""
     earlier, with_pairs = EARLIER[stage]
     own = work / "pairs"
     if not (own / "manifest.csv").exists():
