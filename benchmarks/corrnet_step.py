@@ -27,9 +27,11 @@ from _env import header  # noqa: E402
 from regnet.devices import inference_dtype  # noqa: E402
 from regnet.network import corrnet  # noqa: E402
 
-# (fine_radius, full_width, full_radius)
-LEVELS = {"coarse cost volume": (0, 0, 0), "+ fine cost volume": (2, 0, 0),
-          "+ full-resolution refinement": (2, 16, 0), "+ full-resolution cost volume": (2, 16, 1)}
+# (fine_radius, full_width, full_radius, full_match_width)
+LEVELS = {"coarse cost volume": (0, 0, 0, 0), "+ fine cost volume": (2, 0, 0, 0),
+          "+ full-resolution refinement": (2, 16, 0, 0),
+          "+ full-resolution cost volume": (2, 16, 1, 0),
+          "+ full-resolution cost volume on 4 channels": (2, 16, 1, 4)}
 
 
 def sliced_cost_volume(fixed, moving, radius):
@@ -92,9 +94,9 @@ def main() -> None:
     print("| levels | autograd through slices (s/step) | hand-written backward (s/step) "
           "| ratio |")
     print("|---|---|---|---|")
-    for name, (fine_radius, full_width, full_radius) in LEVELS.items():
+    for name, (fine_radius, full_width, full_radius, match) in LEVELS.items():
         net = corrnet.CorrNet(norm=args.norm, fine_radius=fine_radius, full_width=full_width,
-                              full_radius=full_radius)
+                              full_radius=full_radius, full_match_width=match)
         with mock.patch.object(corrnet.CostVolume, "apply", sliced_cost_volume):
             sliced = seconds_per_step(net, args.batch, args.crop, args.steps)
         ours = seconds_per_step(net, args.batch, args.crop, args.steps)
@@ -104,9 +106,9 @@ def main() -> None:
           f"{args.passes} after one\n")
     print("| levels | one product per offset (s/pass) | block products (s/pass) | ratio |")
     print("|---|---|---|---|")
-    for name, (fine_radius, full_width, full_radius) in LEVELS.items():
+    for name, (fine_radius, full_width, full_radius, match) in LEVELS.items():
         net = corrnet.CorrNet(norm=args.norm, fine_radius=fine_radius, full_width=full_width,
-                              full_radius=full_radius)
+                              full_radius=full_radius, full_match_width=match)
         net.eval()
         with mock.patch.object(corrnet.CostVolume, "apply", sliced_cost_volume):
             sliced = seconds_per_pass(net, args.grid, args.passes)

@@ -334,6 +334,16 @@ def test_the_full_resolution_cost_volume_starts_at_the_field_it_had_and_learns()
         CorrNet(dim=2, full_radius=1)
     with pytest.raises(RegNetError, match="full_radius"):
         config_from_dict({"network": {"name": "corrnet", "full_radius": 1}})
+    narrow = CorrNet(dim=2, width=0.5, fine_radius=1, full_width=4, full_radius=1,
+                     full_match_width=2).eval()
+    assert narrow.features_full.weight.shape == (2, 1, 3, 3)  # 2 channels from the image
+    assert sorted(narrow.load_state_dict(before.state_dict(), strict=False).missing_keys) == (
+        sorted(missing))
+    with torch.no_grad():
+        assert torch.allclose(narrow.dense(pair), before.dense(pair), atol=1e-6)
+    with pytest.raises(RegNetError, match="full_match_width"):
+        config_from_dict({"network": {"name": "corrnet", "full_width": 4, "full_radius": 1,
+                                      "full_match_width": 33}})
 
 @pytest.mark.parametrize("name,norm,fine_radius,full_width,full_radius", [
     ("unet", "batch", 0, 0, 0), ("unet", "group", 0, 0, 0), ("corrnet", "group", 0, 0, 0),
@@ -574,7 +584,8 @@ def test_init_loads_weights_and_refuses_another_network(tmp_path):
 
 def test_init_adds_a_fine_cost_volume_to_a_corrnet_without_one(tmp_path):
     """Every weight of the source is copied, the fine cost volume is added, then the
-    full-resolution refinement; the reverse (dropping one) is refused."""
+    full-resolution refinement, then its cost volume on features of their own width; the
+    reverse (dropping one), or another width for existing features, is refused."""
     base = dataclasses.replace(config_2d(), network=dataclasses.replace(
         config_2d().network, name="corrnet", norm="group", width=0.5))
     grown = dataclasses.replace(base, network=dataclasses.replace(base.network, fine_radius=1))
@@ -591,6 +602,14 @@ def test_init_adds_a_fine_cost_volume_to_a_corrnet_without_one(tmp_path):
         init_from(tmp_path / "g.pt", grown, base)
     with pytest.raises(UsageError, match="differs from the config's"):
         init_from(tmp_path / "h.pt", full, grown)
+    matched = dataclasses.replace(full, network=dataclasses.replace(
+        full.network, full_radius=1, full_match_width=2))
+    source, target = init_from(tmp_path / "m.pt", full, matched)
+    assert target.features_full.weight.shape == (2, 1, 3, 3)
+    as_wide = dataclasses.replace(matched, network=dataclasses.replace(
+        matched.network, full_match_width=0))  # the level exists: its width cannot change
+    with pytest.raises(UsageError, match="differs from the config's"):
+        init_from(tmp_path / "n.pt", as_wide, matched)
 
 
 def test_shipped_stages_are_referred_to_not_copied(tmp_path):

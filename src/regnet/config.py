@@ -138,6 +138,7 @@ class NetworkConfig:
     fine_radius: int = 0  # corrnet: a second cost volume at 1/2 after warping (0: none)
     full_width: int = 0  # corrnet: channels of a refinement at full resolution (0: none)
     full_radius: int = 0  # corrnet: a cost volume on full-resolution voxels (needs full_width)
+    full_match_width: int = 0  # corrnet: channels that cost volume matches (0: full_width)
 
     def validate(self, where="network") -> None:
         if self.dim not in (2, 3) or not 0 < self.width <= 8:
@@ -158,6 +159,9 @@ class NetworkConfig:
         if not 0 <= self.full_radius <= 2 or (self.full_radius and not self.full_width):
             raise bad_setting(where, f"full_radius must be 0..2 voxels, and needs full_width, "
                               f"got {self.full_radius} with full_width {self.full_width}")
+        if not 0 <= self.full_match_width <= 32:
+            raise bad_setting(where, f"full_match_width must be 0..32 channels, got "
+                              f"{self.full_match_width}")
 
 
 @dataclass(frozen=True)

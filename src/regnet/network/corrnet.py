@@ -23,11 +23,12 @@ do:
    moving image warped by the field, and the field: the half-resolution field cannot follow
    detail finer than two voxels;
 7. with ``full_radius`` > 0 (and ``full_width``), before that refinement, a third, local cost
-   volume on full-resolution features (one convolution of each image, ``full_width``
-   channels), the moving image's warped by the field, adds its expected offset of up to
-   ``full_radius`` voxels: matching on single voxels, for precision below the half-resolution
-   cells. Its sharpness starts at 0 (a uniform softmax, an offset of exactly 0), so that a
-   network grown by it (``regnet train --init``) starts at the field it had.
+   volume on full-resolution features (one convolution of each image, ``full_match_width``
+   channels, default ``full_width``), the moving image's warped by the field, adds its
+   expected offset of up to ``full_radius`` voxels: matching on single voxels, for precision
+   below the half-resolution cells. Its sharpness starts at 0 (a uniform softmax, an offset
+   of exactly 0), so that a network grown by it (``regnet train --init``) starts at the
+   field it had.
 
 Like the U-Net it returns the field at the centres of 2x2(x2) blocks, ``(B, dim, *S/2)`` mm
 (x, y(, z)), and :meth:`dense` upsamples it; with ``full_width`` > 0 it returns the field at
@@ -152,7 +153,8 @@ class CorrNet(nn.Module):
     ``full_width``); :meth:`dense` -> ``(B, dim, *S)``."""
 
     def __init__(self, dim: int = 3, width: float = 1.0, norm: str = "group", radius: int = 3,
-                 fine_radius: int = 0, full_width: int = 0, full_radius: int = 0):
+                 fine_radius: int = 0, full_width: int = 0, full_radius: int = 0,
+                 full_match_width: int = 0):
         super().__init__()
         if full_radius and not full_width:
             raise ValueError("full_radius needs full_width channels")
@@ -185,7 +187,7 @@ class CorrNet(nn.Module):
             nn.init.normal_(self.refine_full[-1].weight, std=1e-3)  # start at the 1/2 field
             nn.init.zeros_(self.refine_full[-1].bias)
         if full_radius:
-            self.features_full = conv(1, full_width, 3, 1, 1)
+            self.features_full = conv(1, full_match_width or full_width, 3, 1, 1)
             self.full_sharpness = nn.Parameter(torch.tensor(0.0))
             self.register_buffer("full_offsets", _offsets(full_radius, dim))
         self.register_buffer("voxel_mm", torch.tensor(1.0))  # the training spacing

@@ -18,7 +18,8 @@ _REGISTRY: dict[str, Callable[[NetworkConfig], nn.Module]] = {
     "unet": lambda c: UNet(dim=c.dim, width=c.width, norm=c.norm),
     "corrnet": lambda c: CorrNet(dim=c.dim, width=c.width, norm=c.norm, radius=c.radius,
                                  fine_radius=c.fine_radius, full_width=c.full_width,
-                                 full_radius=c.full_radius),
+                                 full_radius=c.full_radius,
+                                 full_match_width=c.full_match_width),
 }
 DENSE = {"unet", "corrnet"}  # predict a whole field (trained on crops, not centre voxels)
 

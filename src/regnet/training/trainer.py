@@ -156,7 +156,8 @@ def learning_rate(base_lr: float, schedule: str, progress: float) -> float:
     return base_lr
 
 
-GROWABLE = ("fine_radius", "full_width", "full_radius")  # corrnet levels --init may add
+# corrnet levels --init may add
+GROWABLE = ("fine_radius", "full_width", "full_radius", "full_match_width")
 
 
 def start_weights(model: nn.Module, init, config: Config) -> None:
@@ -171,6 +172,8 @@ def start_weights(model: nn.Module, init, config: Config) -> None:
     source, source_config = model_from_checkpoint(payload, str(path))
     ours, theirs = config.network, source_config.network
     added = {k: getattr(ours, k) for k in GROWABLE if getattr(theirs, k) == 0}
+    if theirs.full_radius:  # its full-resolution matching features keep their width
+        added.pop("full_match_width", None)
     grows = dataclasses.replace(theirs, **added) == ours
     narrows = (isinstance(source, RegNet) and ours.width < theirs.width
                and dataclasses.replace(theirs, width=ours.width) == ours)
