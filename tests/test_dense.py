@@ -307,7 +307,6 @@ def test_the_full_resolution_level_starts_at_the_half_resolution_field():
     assert torch.allclose(shift[0, 1], torch.full((24, 20), -1.0), atol=1e-6)
 
 
-
 def test_the_full_resolution_cost_volume_starts_at_the_field_it_had_and_learns():
     """Grown by a cost volume on full-resolution voxels, a corrnet predicts what it predicted
     without it (its sharpness starts at 0: a uniform softmax over symmetric offsets, an offset
@@ -337,13 +336,14 @@ def test_the_full_resolution_cost_volume_starts_at_the_field_it_had_and_learns()
     narrow = CorrNet(dim=2, width=0.5, fine_radius=1, full_width=4, full_radius=1,
                      full_match_width=2).eval()
     assert narrow.features_full.weight.shape == (2, 1, 3, 3)  # 2 channels from the image
-    assert sorted(narrow.load_state_dict(before.state_dict(), strict=False).missing_keys) == (
-        sorted(missing))
+    narrow_missing = narrow.load_state_dict(before.state_dict(), strict=False).missing_keys
+    assert sorted(narrow_missing) == sorted(missing)
     with torch.no_grad():
         assert torch.allclose(narrow.dense(pair), before.dense(pair), atol=1e-6)
     with pytest.raises(RegNetError, match="full_match_width"):
         config_from_dict({"network": {"name": "corrnet", "full_width": 4, "full_radius": 1,
                                       "full_match_width": 33}})
+
 
 @pytest.mark.parametrize("name,norm,fine_radius,full_width,full_radius", [
     ("unet", "batch", 0, 0, 0), ("unet", "group", 0, 0, 0), ("corrnet", "group", 0, 0, 0),
