@@ -11,10 +11,12 @@ normalisation, on the 4 mm pairs (configs/corrnet_ct_4mm_instance.yaml); the 2 m
 both levels, trained on at a constant learning rate as the moving average of its weights
 (configs/corrnet_ct_2mm_instance_ema.yaml), and that one fine-tuned on what the CT default's 8
 and 4 mm stages leave (configs/corrnet_ct_2mm_residual.yaml), then so on whole scans
-(configs/corrnet_ct_2mm_whole.yaml).
+(configs/corrnet_ct_2mm_whole.yaml), and that one grown by a cost volume on full-resolution
+voxels, on the same data (configs/corrnet_ct_2mm_whole_full.yaml).
 
     python scripts/train_dense.py [--stage 4mm|4mm-corr|2mm|2mm-fine|2mm-full|2mm-nonorm|
-        2mm-instance|2mm-instance-full|2mm-instance-ema|2mm-residual|2mm-whole|4mm-instance]
+        2mm-instance|2mm-instance-full|2mm-instance-ema|2mm-residual|2mm-whole|
+        2mm-whole-full|4mm-instance]
         [--data ../shared/data] [--work DIR] [--steps N] [--workers 2] [--device auto] [--plot]
 
 The pairs: ``regnet generate`` (seed 0) at 4 mm on the CTs of ``lung-ct`` and ``ct-various``
@@ -54,11 +56,12 @@ STAGES = {"4mm": ROOT / "configs" / "dense_ct_4mm.yaml",
           "2mm-instance-ema": ROOT / "configs" / "corrnet_ct_2mm_instance_ema.yaml",
           "2mm-residual": ROOT / "configs" / "corrnet_ct_2mm_residual.yaml",
           "2mm-whole": ROOT / "configs" / "corrnet_ct_2mm_whole.yaml",
+          "2mm-whole-full": ROOT / "configs" / "corrnet_ct_2mm_whole_full.yaml",
           "4mm-instance": ROOT / "configs" / "corrnet_ct_4mm_instance.yaml"}
 # grows that stage's best checkpoint
 AFTER = {"2mm-fine": "2mm", "2mm-full": "2mm-fine", "2mm-instance-full": "2mm-instance",
          "2mm-instance-ema": "2mm-instance-full", "2mm-residual": "2mm-instance-ema",
-         "2mm-whole": "2mm-residual"}
+         "2mm-whole": "2mm-residual", "2mm-whole-full": "2mm-whole"}
 # trains from the start on that stage's pairs
 BESIDE = {"2mm-nonorm": "2mm", "2mm-instance": "2mm", "4mm-instance": "4mm-corr"}
 REGNET = [sys.executable, "-m", "regnet.cli"]
@@ -73,6 +76,8 @@ SEED_4MM = {"ct_4mm": 7.409, "ct_lung_2mm@8 + ct_4mm": 7.376}
 # themselves in place of its own)
 COARSE = ["ct_lung_2mm@8", "ct_4mm"]
 EARLIER = {"2mm-residual": (COARSE, True), "2mm-whole": (COARSE, False)}
+# trains on the data of that stage, made in its folder
+DATA_OF = {"2mm-whole-full": "2mm-whole"}
 HELD_OUT = "LIDC-IDRI-0314"  # benchmarks/breathing.py and large_motion.py register this one
 
 
@@ -150,27 +155,30 @@ def main() -> None:
     config = STAGES[args.stage]
     work = Path(args.work or ROOT / "runs" / config.stem)
     before = ROOT / "runs" / STAGES[AFTER[args.stage]].stem if args.stage in AFTER else None
+    source = DATA_OF.get(args.stage, args.stage)  # the stage whose data it trains on
     if args.plot:
         # the seed's figures are on the original pairs: none for a stage that validates on
         # residuals too
-        references = (None if args.stage in EARLIER else
+        references = (None if source in EARLIER else
                       SEED_4MM if args.stage.startswith("4mm") else SEED_2MM)
         print(plot_curve(work / "run", work / "curve.png", references,
                          crop_vox=load_config(config).network.crop))
         return
     work.mkdir(parents=True, exist_ok=True)
-    first = args.stage  # a grown stage trains on the pairs of the stage it grew from
+    home = work if source == args.stage else ROOT / "runs" / STAGES[source].stem
+    first = source  # a grown stage trains on the pairs of the stage it grew from
     while first in AFTER or first in BESIDE:
         first = AFTER.get(first) or BESIDE[first]
-    pairs = work / "pairs" if first == args.stage else ROOT / "runs" / STAGES[first].stem / "pairs"
-    if not (pairs / "manifest.csv").exists():
-        scans = stage_scans(args.stage, Path(args.data), work / "crops")
+    pairs = home / "pairs" if first == source else ROOT / "runs" / STAGES[first].stem / "pairs"
+    needs_pairs = source not in EARLIER or EARLIER[source][1]
+    if needs_pairs and not (pairs / "manifest.csv").exists():
+        scans = stage_scans(source, Path(args.data), home / "crops")
         subprocess.run([*REGNET, "generate", "--images", *scans, "--out", str(pairs),
                         "--config", str(config), "--seed", "0", "--workers",
                         str(args.workers)], check=True)
     data = [pairs]
-    if args.stage in EARLIER:
-        data = residual_data(args.stage, work, pairs, config, Path(args.data))
+    if source in EARLIER:
+        data = residual_data(source, home, pairs, config, Path(args.data))
     run = work / "run"
     command = [*REGNET, "train", "--data", *map(str, data), "--out", str(run), "--config",
                str(config), "--seed", "0", "--device", args.device]

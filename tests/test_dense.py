@@ -19,7 +19,13 @@ from regnet.inference.dense import mirror_sets, predict_field
 from regnet.inference.models import load_model
 from regnet.inference.stages import stage_plan
 from regnet.network.checkpoint import load_checkpoint, save_checkpoint, save_multistage
-from regnet.network.corrnet import CorrNet, CostVolume, block_cost_volume, warp_features
+from regnet.network.corrnet import (
+    FULL_SHARPNESS_UNIT,
+    CorrNet,
+    CostVolume,
+    block_cost_volume,
+    warp_features,
+)
 from regnet.network.registry import dense_crop
 from regnet.network.unet import UNet, predict_whole, upsample
 from regnet.sampling.crops import crop_box, cut_crops, flip_permute_field
@@ -310,8 +316,9 @@ def test_the_full_resolution_level_starts_at_the_half_resolution_field():
 def test_the_full_resolution_cost_volume_starts_at_the_field_it_had_and_learns():
     """Grown by a cost volume on full-resolution voxels, a corrnet predicts what it predicted
     without it (its sharpness starts at 0: a uniform softmax over symmetric offsets, an offset
-    of exactly 0); the sharpness gets a gradient, so the level can learn; a sharpened one
-    moves the field by at most ``full_radius`` voxels. It needs ``full_width``."""
+    of exactly 0); the sharpness gets a gradient, and Adam's first step (the learning rate
+    per parameter) moves it by 100 times the learning rate, its unit; a sharpened one moves
+    the field by at most ``full_radius`` voxels. It needs ``full_width``."""
     torch.manual_seed(0)
     before = CorrNet(dim=2, width=0.5, fine_radius=1, full_width=4).eval()
     grown = CorrNet(dim=2, width=0.5, fine_radius=1, full_width=4, full_radius=1).eval()
@@ -323,10 +330,12 @@ def test_the_full_resolution_cost_volume_starts_at_the_field_it_had_and_learns()
         assert torch.allclose(grown.dense(pair), before.dense(pair), atol=1e-6)
     grown.dense(pair).square().sum().backward()
     assert grown.full_sharpness.grad.abs() > 1e-6
+    torch.optim.Adam([grown.full_sharpness], lr=2e-4).step()
+    assert abs(grown.full_sharpness.item() * FULL_SHARPNESS_UNIT) == pytest.approx(0.02)
     with torch.no_grad():
         grown.refine_full[-1].weight.zero_()
         before.refine_full[-1].weight.zero_()
-        grown.full_sharpness.fill_(50.0)
+        grown.full_sharpness.fill_(50.0 / FULL_SHARPNESS_UNIT)
         shift = grown.dense(pair) - before.dense(pair)  # mm; voxel_mm is 1
     assert shift.abs().max() <= 1.0 + 1e-5 and shift.abs().max() > 0.1
     with pytest.raises(ValueError, match="needs full_width"):

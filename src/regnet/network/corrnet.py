@@ -28,7 +28,7 @@ do:
    expected offset of up to ``full_radius`` voxels: matching on single voxels, for precision
    below the half-resolution cells. Its sharpness starts at 0 (a uniform softmax, an offset
    of exactly 0), so that a network grown by it (``regnet train --init``) starts at the
-   field it had.
+   field it had, and is learned in units of :data:`FULL_SHARPNESS_UNIT`.
 
 Like the U-Net it returns the field at the centres of 2x2(x2) blocks, ``(B, dim, *S/2)`` mm
 (x, y(, z)), and :meth:`dense` upsamples it; with ``full_width`` > 0 it returns the field at
@@ -69,6 +69,10 @@ def warp_features(moving: torch.Tensor, field_voxels: torch.Tensor,
 
 
 BLOCK = 4  # fixed voxels per block side in the cost volume's matrix products
+# Adam moves a parameter by at most about its learning rate a step: the full-resolution
+# sharpness, which starts at 0, is learned in units of 100, so that at a learning rate of 2e-4
+# it can reach a coarse level's (about 12) in hundreds of steps, not tens of thousands
+FULL_SHARPNESS_UNIT = 100.0
 
 
 def _offset_index(radius: int, dim: int, block: int) -> torch.Tensor:
@@ -188,7 +192,7 @@ class CorrNet(nn.Module):
             nn.init.zeros_(self.refine_full[-1].bias)
         if full_radius:
             self.features_full = conv(1, full_match_width or full_width, 3, 1, 1)
-            self.full_sharpness = nn.Parameter(torch.tensor(0.0))
+            self.full_sharpness = nn.Parameter(torch.tensor(0.0))  # FULL_SHARPNESS_UNITs
             self.register_buffer("full_offsets", _offsets(full_radius, dim))
         self.register_buffer("voxel_mm", torch.tensor(1.0))  # the training spacing
 
@@ -231,8 +235,9 @@ class CorrNet(nn.Module):
         if self.full_radius:
             full = F.normalize(self.features_full(torch.cat([pair[:, :1], pair[:, 1:]])), dim=1)
             moving_full = warp_features(full[:b], field / self.voxel_mm, padding="border")
+            sharpness = self.full_sharpness * FULL_SHARPNESS_UNIT
             field = field + self.expected_offset(full[b:], moving_full, self.full_offsets,
-                                                 self.full_sharpness) * self.voxel_mm
+                                                 sharpness) * self.voxel_mm
         warped = warp_features(pair[:, :1], field / self.voxel_mm, padding="border")
         features = torch.cat([pair[:, 1:], warped, field / scale], 1)
         return field + self.refine_full(features.to(half.dtype)).float()
