@@ -323,8 +323,7 @@ def test_the_full_resolution_cost_volume_starts_at_the_field_it_had_and_learns()
     before = CorrNet(dim=2, width=0.5, fine_radius=1, full_width=4).eval()
     grown = CorrNet(dim=2, width=0.5, fine_radius=1, full_width=4, full_radius=1).eval()
     missing = grown.load_state_dict(before.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == ["features_full.bias", "features_full.weight", "full_offsets",
-                               "full_sharpness"]
+    assert sorted(missing) == ["features_full.weight", "full_offsets", "full_sharpness"]
     pair = torch.randn(1, 2, 24, 20)
     with torch.no_grad():
         assert torch.allclose(grown.dense(pair), before.dense(pair), atol=1e-6)
@@ -338,6 +337,12 @@ def test_the_full_resolution_cost_volume_starts_at_the_field_it_had_and_learns()
         grown.full_sharpness.fill_(50.0 / FULL_SHARPNESS_UNIT)
         shift = grown.dense(pair) - before.dense(pair)  # mm; voxel_mm is 1
     assert shift.abs().max() <= 1.0 + 1e-5 and shift.abs().max() > 0.1
+    image = torch.randn(1, 1, 24, 20)
+    with torch.no_grad():  # zero-sum filters: the intensity level does not move the features
+        assert torch.allclose(grown.full_features(image + 5.0), grown.full_features(image),
+                              atol=1e-5)
+        assert not torch.allclose(grown.full_features(image.flip(2)), grown.full_features(image),
+                                  atol=1e-2)
     with pytest.raises(ValueError, match="needs full_width"):
         CorrNet(dim=2, full_radius=1)
     with pytest.raises(RegNetError, match="full_radius"):

@@ -23,8 +23,10 @@ do:
    moving image warped by the field, and the field: the half-resolution field cannot follow
    detail finer than two voxels;
 7. with ``full_radius`` > 0 (and ``full_width``), before that refinement, a third, local cost
-   volume on full-resolution features (one convolution of each image, ``full_match_width``
-   channels, default ``full_width``), the moving image's warped by the field, adds its
+   volume on full-resolution features (one convolution of each image by zero-sum filters,
+   ``full_match_width`` channels, default ``full_width``: they see local contrast, not the
+   intensity level, which would make every voxel's features point alike), the moving
+   image's warped by the field, adds its
    expected offset of up to ``full_radius`` voxels: matching on single voxels, for precision
    below the half-resolution cells. Its sharpness starts at 0 (a uniform softmax, an offset
    of exactly 0), so that a network grown by it (``regnet train --init``) starts at the
@@ -191,7 +193,7 @@ class CorrNet(nn.Module):
             nn.init.normal_(self.refine_full[-1].weight, std=1e-3)  # start at the 1/2 field
             nn.init.zeros_(self.refine_full[-1].bias)
         if full_radius:
-            self.features_full = conv(1, full_match_width or full_width, 3, 1, 1)
+            self.features_full = conv(1, full_match_width or full_width, 3, 1, 1, bias=False)
             self.full_sharpness = nn.Parameter(torch.tensor(0.0))  # FULL_SHARPNESS_UNITs
             self.register_buffer("full_offsets", _offsets(full_radius, dim))
         self.register_buffer("voxel_mm", torch.tensor(1.0))  # the training spacing
@@ -211,6 +213,16 @@ class CorrNet(nn.Module):
         weights = torch.softmax(self.cost_volume(fixed.float(), moving.float(), offsets)
                                 * sharpness, 1)
         return torch.einsum("bk...,kc->bc...", weights, offsets).flip(1)
+
+    def full_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, *S)`` -> ``(N, C, *S)`` unit-length features of the full-resolution cost
+        volume: the filters less their mean, over the image extended by its border voxels,
+        so that adding a constant to an image leaves them unchanged."""
+        weight = self.features_full.weight
+        zero_sum = weight - weight.mean(dim=tuple(range(1, weight.dim())), keepdim=True)
+        convolve = F.conv3d if self.dim == 3 else F.conv2d
+        return F.normalize(convolve(F.pad(images, (1,) * (2 * self.dim), mode="replicate"),
+                                    zero_sum), dim=1)
 
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
         b = pair.shape[0]
@@ -233,7 +245,7 @@ class CorrNet(nn.Module):
             return field
         field = upsample(field, pair.shape[2:])
         if self.full_radius:
-            full = F.normalize(self.features_full(torch.cat([pair[:, :1], pair[:, 1:]])), dim=1)
+            full = self.full_features(torch.cat([pair[:, :1], pair[:, 1:]]))
             moving_full = warp_features(full[:b], field / self.voxel_mm, padding="border")
             sharpness = self.full_sharpness * FULL_SHARPNESS_UNIT
             field = field + self.expected_offset(full[b:], moving_full, self.full_offsets,
