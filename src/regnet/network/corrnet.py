@@ -26,11 +26,11 @@ do:
    volume on full-resolution features (one convolution of each image by zero-sum filters,
    ``full_match_width`` channels, default ``full_width``: they see local contrast, not the
    intensity level, which would make every voxel's features point alike), the moving
-   image's warped by the field, adds its
-   expected offset of up to ``full_radius`` voxels: matching on single voxels, for precision
-   below the half-resolution cells. Its sharpness starts at 0 (a uniform softmax, an offset
-   of exactly 0), so that a network grown by it (``regnet train --init``) starts at the
-   field it had, and is learned in units of :data:`FULL_SHARPNESS_UNIT`.
+   image's warped by the field, adds its expected offset of up to ``full_radius`` voxels:
+   matching on single voxels, for precision below the half-resolution cells. Its sharpness
+   starts at 0 (a uniform softmax, an offset of exactly 0), so that a network grown by it
+   (``regnet train --init``) starts at the field it had, and is learned in units of
+   :data:`FULL_SHARPNESS_UNIT`.
 
 Like the U-Net it returns the field at the centres of 2x2(x2) blocks, ``(B, dim, *S/2)`` mm
 (x, y(, z)), and :meth:`dense` upsamples it; with ``full_width`` > 0 it returns the field at
